@@ -1,0 +1,620 @@
+#include "gateway/store/queue_tables.h"
+
+#include "gateway/store/json_writer.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <fmt/format.h>
+#include <unordered_map>
+#include <utility>
+
+namespace mailgate::store {
+
+using relay::DeliveryEffects;
+using relay::MessageState;
+using relay::QueuedMessage;
+using relay::RecipientState;
+using relay::RecipientStatus;
+
+namespace {
+
+// Propagates the error of a Result<U> out of a function returning Result<T>.
+#define MG_TRY(expr)                                                                               \
+  do {                                                                                             \
+    if (auto mg_try_r = (expr); !mg_try_r) {                                                       \
+      return std::unexpected(std::move(mg_try_r.error()));                                         \
+    }                                                                                              \
+  } while (false)
+
+constexpr std::string_view kMessageColumns =
+    "id, state, mail_from, submitter, tenant, mailbox, message_id, route, smtputf8, body_8bit, "
+    "size, attempts, created_ms, next_attempt_ms, expires_at_ms, last_reply";
+
+MessageState parseState(std::string_view s) {
+  if (s == "sending") {
+    return MessageState::kSending;
+  }
+  if (s == "sent") {
+    return MessageState::kSent;
+  }
+  if (s == "deferred") {
+    return MessageState::kDeferred;
+  }
+  if (s == "failed") {
+    return MessageState::kFailed;
+  }
+  return MessageState::kQueued;
+}
+
+RecipientStatus parseStatus(std::string_view s) {
+  if (s == "sent") {
+    return RecipientStatus::kSent;
+  }
+  if (s == "failed") {
+    return RecipientStatus::kFailed;
+  }
+  return RecipientStatus::kPending;
+}
+
+// Reads the columns listed in kMessageColumns, starting at column 0.
+QueuedMessage readMessage(const Statement& s) {
+  QueuedMessage m;
+  m.id = s.text(0);
+  m.state = parseState(s.text(1));
+  m.mail_from = s.text(2);
+  m.submitter = s.text(3);
+  m.tenant = s.text(4);
+  m.mailbox = s.text(5);
+  m.message_id = s.text(6);
+  m.route = s.text(7);
+  m.smtputf8 = s.int64(8) != 0;
+  m.body_8bit = s.int64(9) != 0;
+  m.size = static_cast<size_t>(s.int64(10));
+  m.attempts = static_cast<int>(s.int64(11));
+  m.created_ms = s.int64(12);
+  m.next_attempt_ms = s.int64(13);
+  m.expires_at_ms = s.int64(14);
+  m.last_reply = s.text(15);
+  return m;
+}
+
+int64_t wallClockMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// The fields every message event's data starts with.
+void beginData(JsonWriter& w, const QueuedMessage& m, std::string_view reason) {
+  w.beginObject();
+  w.key("queue_id").value(m.id);
+  if (!m.message_id.empty()) {
+    w.key("message_id").value(m.message_id);
+  }
+  w.key("state").value(toString(m.state));
+  w.key("reason").value(reason);
+}
+
+void writeRecipients(JsonWriter& w, const QueuedMessage& m, const std::vector<size_t>& which) {
+  w.key("recipients").beginArray();
+  for (size_t i : which) {
+    const auto& r = m.recipients[i];
+    w.beginObject();
+    w.key("address").value(r.address);
+    w.key("status").value(toString(r.status));
+    w.key("reply").value(r.last_reply);
+    w.endObject();
+  }
+  w.endArray();
+}
+
+} // namespace
+
+struct QueueTables::Statements {
+  Statement begin, commit, rollback, savepoint, release, rollback_to;
+  Statement insert_body, insert_message, insert_recipient, insert_event;
+  Statement mark_sending, select_message, select_recipients, update_recipient, update_message;
+  Statement select_body, count_states, requeue_sending, select_expired, select_active,
+      select_active_recipients, list_events;
+};
+
+QueueTables::QueueTables(Key, SqliteDb db)
+    : db_(std::move(db)), st_(std::make_unique<Statements>()) {}
+
+// Statements go first (the member order does it): a connection closes only when none is left.
+QueueTables::~QueueTables() = default;
+
+Result<std::unique_ptr<QueueTables>> QueueTables::create(SqliteDb db) {
+  auto t = std::make_unique<QueueTables>(Key{}, std::move(db));
+  auto& s = *t->st_;
+  const std::pair<Statement*, std::string> sql[] = {
+      {&s.begin, "BEGIN IMMEDIATE"},
+      {&s.commit, "COMMIT"},
+      {&s.rollback, "ROLLBACK"},
+      {&s.savepoint, "SAVEPOINT op"},
+      {&s.release, "RELEASE op"},
+      {&s.rollback_to, "ROLLBACK TO op"},
+      {&s.insert_body, "INSERT INTO bodies (data) VALUES (?)"},
+      {&s.insert_message,
+       "INSERT INTO messages (id, body_id, state, mail_from, submitter, tenant, mailbox, "
+       "message_id, route, smtputf8, body_8bit, size, attempts, created_ms, updated_ms, "
+       "next_attempt_ms, expires_at_ms, last_reply) "
+       "VALUES (?1, ?2, 'queued', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 0, ?12, ?12, ?12, ?13, "
+       "'')"},
+      {&s.insert_recipient,
+       "INSERT INTO recipients (message, idx, address, status, last_reply, updated_ms) "
+       "VALUES (?, ?, ?, 'pending', '', ?)"},
+      {&s.insert_event, "INSERT INTO events (id, type, time, queue_id, tenant, mailbox, data) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?)"},
+      {&s.mark_sending,
+       "UPDATE messages SET state = 'sending', attempts = attempts + 1, updated_ms = ?2 "
+       "WHERE id = ?1 AND state IN ('queued', 'deferred')"},
+      {&s.select_message, fmt::format("SELECT {} FROM messages WHERE id = ?", kMessageColumns)},
+      {&s.select_recipients,
+       "SELECT address, status, last_reply FROM recipients WHERE message = ? ORDER BY idx"},
+      {&s.update_recipient, "UPDATE recipients SET status = ?3, last_reply = ?4, updated_ms = ?5 "
+                            "WHERE message = ?1 AND idx = ?2"},
+      {&s.update_message,
+       "UPDATE messages SET state = ?2, next_attempt_ms = ?3, last_reply = ?4, updated_ms = ?5 "
+       "WHERE id = ?1"},
+      {&s.select_body,
+       "SELECT b.data FROM messages m JOIN bodies b ON b.body_id = m.body_id WHERE m.id = ?"},
+      {&s.count_states, "SELECT state, count(*) FROM messages GROUP BY state"},
+      {&s.requeue_sending,
+       "UPDATE messages SET state = 'queued', next_attempt_ms = ?1, updated_ms = ?1 "
+       "WHERE state = 'sending' RETURNING id"},
+      {&s.select_expired,
+       "SELECT id FROM messages WHERE state IN ('queued', 'deferred') AND expires_at_ms <= ?"},
+      {&s.select_active,
+       fmt::format("SELECT {} FROM messages WHERE state IN ('queued', 'deferred') "
+                   "ORDER BY next_attempt_ms, id",
+                   kMessageColumns)},
+      {&s.select_active_recipients,
+       "SELECT r.message, r.address, r.status, r.last_reply FROM recipients r "
+       "JOIN messages m ON m.id = r.message WHERE m.state IN ('queued', 'deferred') "
+       "ORDER BY r.message, r.idx"},
+      {&s.list_events, "SELECT seq, id, type, time, queue_id, tenant, mailbox, data FROM events "
+                       "WHERE seq > ? ORDER BY seq LIMIT ?"},
+  };
+  for (const auto& [stmt, text] : sql) {
+    auto prepared = t->db_.prepare(text);
+    if (!prepared) {
+      return std::unexpected(std::move(prepared.error()));
+    }
+    *stmt = std::move(*prepared);
+  }
+  return t;
+}
+
+namespace {
+Result<void> runReset(Statement& s) {
+  StatementScope scope(s);
+  return s.run();
+}
+} // namespace
+
+Result<void> QueueTables::begin() {
+  return runReset(st_->begin);
+}
+Result<void> QueueTables::commit() {
+  return runReset(st_->commit);
+}
+void QueueTables::rollback() {
+  if (!db_.autocommit()) {
+    (void)runReset(st_->rollback);
+  }
+}
+Result<void> QueueTables::savepoint() {
+  return runReset(st_->savepoint);
+}
+Result<void> QueueTables::release() {
+  return runReset(st_->release);
+}
+Result<void> QueueTables::rollbackToSavepoint() {
+  return runReset(st_->rollback_to);
+}
+
+Result<void> QueueTables::addEvent(std::string_view type, int64_t now_ms, const QueuedMessage& m,
+                                   const std::string& data) {
+  auto& s = st_->insert_event;
+  StatementScope scope(s);
+  const std::string id = ids_.next(wallClockMs());
+  const std::string time = formatRfc3339(now_ms);
+  s.bind(1, id).bind(2, type).bind(3, time).bind(4, m.id).bind(5, m.tenant).bind(6, m.mailbox);
+  s.bind(7, data);
+  return s.run();
+}
+
+Result<std::string> QueueTables::enqueue(const relay::NewMessage& msg) {
+  if (msg.recipients.empty()) {
+    return fail("store.invalid", "a message needs at least one recipient");
+  }
+  int64_t body_id = 0;
+  {
+    auto& s = st_->insert_body;
+    StatementScope scope(s);
+    s.bindBlob(1, msg.body);
+    MG_TRY(s.run());
+    body_id = db_.lastInsertRowid();
+  }
+  QueuedMessage m;
+  m.id = ids_.next(wallClockMs());
+  m.tenant = msg.tenant;
+  m.mailbox = msg.mailbox;
+  m.message_id = msg.message_id;
+  m.state = MessageState::kQueued;
+  {
+    auto& s = st_->insert_message;
+    StatementScope scope(s);
+    s.bind(1, m.id).bind(2, body_id).bind(3, msg.mail_from).bind(4, msg.submitter);
+    s.bind(5, msg.tenant).bind(6, msg.mailbox).bind(7, msg.message_id).bind(8, msg.route);
+    s.bind(9, int64_t{msg.smtputf8}).bind(10, int64_t{msg.body_8bit});
+    s.bind(11, static_cast<int64_t>(msg.body.size())).bind(12, msg.now_ms);
+    s.bind(13, msg.expires_at_ms);
+    MG_TRY(s.run());
+  }
+  {
+    auto& s = st_->insert_recipient;
+    for (size_t i = 0; i < msg.recipients.size(); ++i) {
+      StatementScope scope(s);
+      s.bind(1, m.id).bind(2, static_cast<int64_t>(i)).bind(3, msg.recipients[i]);
+      s.bind(4, msg.now_ms);
+      MG_TRY(s.run());
+    }
+  }
+  JsonWriter w;
+  beginData(w, m, "accepted for delivery");
+  w.key("submitter").value(msg.submitter);
+  w.key("mail_from").value(msg.mail_from);
+  w.key("recipient_count").value(msg.recipients.size());
+  w.key("size").value(msg.body.size());
+  w.key("route").value(msg.route);
+  w.endObject();
+  MG_TRY(addEvent("message.queued", msg.now_ms, m, w.str()));
+  return m.id;
+}
+
+Result<QueuedMessage> QueueTables::get(const std::string& id) {
+  QueuedMessage m;
+  {
+    auto& s = st_->select_message;
+    StatementScope scope(s);
+    s.bind(1, id);
+    auto row = s.step();
+    if (!row) {
+      return std::unexpected(std::move(row.error()));
+    }
+    if (!*row) {
+      return fail("store.not_found", fmt::format("no queued message with id {}", id));
+    }
+    m = readMessage(s);
+  }
+  auto& s = st_->select_recipients;
+  StatementScope scope(s);
+  s.bind(1, id);
+  for (;;) {
+    auto row = s.step();
+    if (!row) {
+      return std::unexpected(std::move(row.error()));
+    }
+    if (!*row) {
+      break;
+    }
+    m.recipients.push_back(RecipientState{s.text(0), parseStatus(s.text(1)), s.text(2)});
+  }
+  return m;
+}
+
+Result<void> QueueTables::markSending(const std::string& id, int64_t now_ms) {
+  {
+    auto& s = st_->mark_sending;
+    StatementScope scope(s);
+    s.bind(1, id).bind(2, now_ms);
+    MG_TRY(s.run());
+  }
+  if (db_.changes() == 0) {
+    auto m = get(id);
+    if (!m) {
+      return std::unexpected(std::move(m.error()));
+    }
+    return fail("store.state",
+                fmt::format("message {} is {}; only queued or deferred messages can be sent", id,
+                            toString(m->state)));
+  }
+  auto m = get(id);
+  if (!m) {
+    return std::unexpected(std::move(m.error()));
+  }
+  JsonWriter w;
+  beginData(w, *m, fmt::format("delivery attempt {}", m->attempts));
+  w.key("attempt").value(m->attempts);
+  w.key("route").value(m->route);
+  w.endObject();
+  return addEvent("message.sending", now_ms, *m, w.str());
+}
+
+Result<void> QueueTables::persistDelivery(const QueuedMessage& m, const DeliveryEffects& fx,
+                                          int64_t now_ms) {
+  for (size_t i : fx.touched) {
+    auto& s = st_->update_recipient;
+    StatementScope scope(s);
+    const auto& r = m.recipients[i];
+    s.bind(1, m.id).bind(2, static_cast<int64_t>(i)).bind(3, toString(r.status));
+    s.bind(4, r.last_reply).bind(5, now_ms);
+    MG_TRY(s.run());
+  }
+  auto& s = st_->update_message;
+  StatementScope scope(s);
+  s.bind(1, m.id).bind(2, toString(m.state)).bind(3, m.next_attempt_ms).bind(4, m.last_reply);
+  s.bind(5, now_ms);
+  return s.run();
+}
+
+Result<void> QueueTables::reportDelivery(const QueuedMessage& m, const DeliveryEffects& fx,
+                                         int64_t now_ms, bool by_expiry) {
+  const auto bounce = [&](const std::vector<size_t>& which, std::string_view reason) {
+    JsonWriter w;
+    beginData(w, m, reason);
+    w.key("reply").value(m.recipients[which.front()].last_reply);
+    w.key("attempts").value(m.attempts);
+    w.key("route").value(m.route);
+    writeRecipients(w, m, which);
+    w.endObject();
+    return addEvent("message.bounced", now_ms, m, w.str());
+  };
+  if (!fx.rejected.empty()) {
+    MG_TRY(bounce(fx.rejected, "rejected permanently by the upstream server"));
+  }
+  if (!fx.expired.empty()) {
+    MG_TRY(bounce(fx.expired, "message lifetime ended before delivery"));
+  }
+
+  size_t sent = 0;
+  size_t failed = 0;
+  for (const auto& r : m.recipients) {
+    sent += r.status == RecipientStatus::kSent ? 1 : 0;
+    failed += r.status == RecipientStatus::kFailed ? 1 : 0;
+  }
+  std::string type;
+  std::string reason;
+  switch (m.state) {
+  case MessageState::kDeferred:
+    type = "message.deferred";
+    reason = fmt::format("temporary failure; {} of {} recipients will be retried",
+                         m.pendingRecipients(), m.recipients.size());
+    break;
+  case MessageState::kSent:
+    type = "message.sent";
+    reason = failed == 0 ? std::string("delivered to every recipient")
+                         : fmt::format("delivered to {} of {} recipients; the rest bounced", sent,
+                                       m.recipients.size());
+    break;
+  default:
+    type = "message.failed";
+    reason = by_expiry || !fx.expired.empty() ? "message lifetime ended before delivery"
+                                              : "every recipient was rejected permanently";
+    break;
+  }
+  JsonWriter w;
+  beginData(w, m, reason);
+  w.key("reply").value(m.last_reply);
+  w.key("attempts").value(m.attempts);
+  w.key("route").value(m.route);
+  if (m.state == MessageState::kDeferred) {
+    w.key("next_attempt").value(formatRfc3339(m.next_attempt_ms));
+  }
+  writeRecipients(w, m, fx.touched);
+  w.endObject();
+  return addEvent(type, now_ms, m, w.str());
+}
+
+Result<QueuedMessage> QueueTables::recordAttempt(const relay::AttemptOutcome& outcome) {
+  auto m = get(outcome.id);
+  if (!m) {
+    return m;
+  }
+  if (m->state != MessageState::kSending) {
+    return fail("store.state", fmt::format("message {} is {}, not sending; call markSending first",
+                                           m->id, toString(m->state)));
+  }
+  const DeliveryEffects fx = relay::applyAttempt(*m, outcome);
+  MG_TRY(persistDelivery(*m, fx, outcome.now_ms));
+  MG_TRY(reportDelivery(*m, fx, outcome.now_ms, false));
+  return m;
+}
+
+Result<QueuedMessage> QueueTables::expireLoaded(QueuedMessage m, int64_t now_ms) {
+  if (m.state != MessageState::kQueued && m.state != MessageState::kDeferred) {
+    return fail("store.state", fmt::format("message {} is {}; only queued or deferred messages "
+                                           "can expire",
+                                           m.id, toString(m.state)));
+  }
+  const DeliveryEffects fx = relay::applyExpiry(m, now_ms);
+  MG_TRY(persistDelivery(m, fx, now_ms));
+  MG_TRY(reportDelivery(m, fx, now_ms, true));
+  return m;
+}
+
+Result<QueuedMessage> QueueTables::expire(const std::string& id, int64_t now_ms) {
+  auto m = get(id);
+  if (!m) {
+    return m;
+  }
+  return expireLoaded(std::move(*m), now_ms);
+}
+
+Result<std::string> QueueTables::loadBody(const std::string& id) {
+  auto& s = st_->select_body;
+  StatementScope scope(s);
+  s.bind(1, id);
+  auto row = s.step();
+  if (!row) {
+    return std::unexpected(std::move(row.error()));
+  }
+  if (!*row) {
+    return fail("store.not_found", fmt::format("no queued message with id {}", id));
+  }
+  return s.blob(0);
+}
+
+Result<relay::QueueCounts> QueueTables::counts() {
+  relay::QueueCounts c;
+  auto& s = st_->count_states;
+  StatementScope scope(s);
+  for (;;) {
+    auto row = s.step();
+    if (!row) {
+      return std::unexpected(std::move(row.error()));
+    }
+    if (!*row) {
+      return c;
+    }
+    const auto n = static_cast<uint64_t>(s.int64(1));
+    switch (parseState(s.text(0))) {
+    case MessageState::kQueued:
+      c.queued = n;
+      break;
+    case MessageState::kSending:
+      c.sending = n;
+      break;
+    case MessageState::kSent:
+      c.sent = n;
+      break;
+    case MessageState::kDeferred:
+      c.deferred = n;
+      break;
+    case MessageState::kFailed:
+      c.failed = n;
+      break;
+    }
+  }
+}
+
+Result<std::vector<QueuedMessage>> QueueTables::recover(int64_t now_ms) {
+  // 1. Attempts a crash interrupted: we cannot know whether the upstream took the message, so
+  //    it goes out again (at-least-once) and the event says so.
+  std::vector<std::string> interrupted;
+  {
+    auto& s = st_->requeue_sending;
+    StatementScope scope(s);
+    s.bind(1, now_ms);
+    for (;;) {
+      auto row = s.step();
+      if (!row) {
+        return std::unexpected(std::move(row.error()));
+      }
+      if (!*row) {
+        break;
+      }
+      interrupted.push_back(s.text(0));
+    }
+  }
+  for (const auto& id : interrupted) {
+    auto m = get(id);
+    if (!m) {
+      return std::unexpected(std::move(m.error()));
+    }
+    JsonWriter w;
+    beginData(w, *m,
+              "mailgated stopped during a delivery attempt; its outcome is unknown, so the "
+              "message will be sent again (at-least-once, recipients may get a duplicate)");
+    w.key("recovered").value(true);
+    w.key("attempts").value(m->attempts);
+    w.key("route").value(m->route);
+    w.endObject();
+    MG_TRY(addEvent("message.queued", now_ms, *m, w.str()));
+  }
+
+  // 2. Lifetimes that ended while the daemon was down.
+  std::vector<std::string> expired;
+  {
+    auto& s = st_->select_expired;
+    StatementScope scope(s);
+    s.bind(1, now_ms);
+    for (;;) {
+      auto row = s.step();
+      if (!row) {
+        return std::unexpected(std::move(row.error()));
+      }
+      if (!*row) {
+        break;
+      }
+      expired.push_back(s.text(0));
+    }
+  }
+  for (const auto& id : expired) {
+    MG_TRY(expire(id, now_ms));
+  }
+
+  // 3. Everything still to deliver, with recipients joined in one pass.
+  std::vector<QueuedMessage> out;
+  std::unordered_map<std::string, size_t> index;
+  {
+    auto& s = st_->select_active;
+    StatementScope scope(s);
+    for (;;) {
+      auto row = s.step();
+      if (!row) {
+        return std::unexpected(std::move(row.error()));
+      }
+      if (!*row) {
+        break;
+      }
+      out.push_back(readMessage(s));
+      index.emplace(out.back().id, out.size() - 1);
+    }
+  }
+  auto& s = st_->select_active_recipients;
+  StatementScope scope(s);
+  for (;;) {
+    auto row = s.step();
+    if (!row) {
+      return std::unexpected(std::move(row.error()));
+    }
+    if (!*row) {
+      break;
+    }
+    if (auto it = index.find(s.text(0)); it != index.end()) {
+      out[it->second].recipients.push_back(
+          RecipientState{s.text(1), parseStatus(s.text(2)), s.text(3)});
+    }
+  }
+  return out;
+}
+
+Result<std::vector<StoredEvent>> QueueTables::listEvents(int64_t after_seq, size_t limit) {
+  std::vector<StoredEvent> out;
+  auto& s = st_->list_events;
+  StatementScope scope(s);
+  s.bind(1, after_seq).bind(2, static_cast<int64_t>(limit));
+  for (;;) {
+    auto row = s.step();
+    if (!row) {
+      return std::unexpected(std::move(row.error()));
+    }
+    if (!*row) {
+      return out;
+    }
+    out.push_back(StoredEvent{s.int64(0), s.text(1), s.text(2), s.text(3), s.text(4), s.text(5),
+                              s.text(6), s.text(7)});
+  }
+}
+
+Result<void> QueueTables::setMaxDbBytes(uint64_t bytes) {
+  auto page = db_.queryText("PRAGMA page_size");
+  if (!page) {
+    return std::unexpected(std::move(page.error()));
+  }
+  const uint64_t page_size = std::max<uint64_t>(std::strtoull(page->c_str(), nullptr, 10), 512);
+  // SQLite clamps the value to its own maximum; 0 would mean "ask", so "no cap" is a huge value.
+  const uint64_t pages =
+      bytes == 0 ? uint64_t{0xfffffffe} : std::max<uint64_t>(bytes / page_size, 1);
+  auto r = db_.queryText(fmt::format("PRAGMA max_page_count = {}", pages));
+  if (!r) {
+    return std::unexpected(std::move(r.error()));
+  }
+  return {};
+}
+
+} // namespace mailgate::store

@@ -1,0 +1,77 @@
+// Every SQL statement of the queue, over one connection. Used only by the storage thread of
+// SqliteQueueStore, always inside a transaction that the caller opened with begin(); the methods
+// never commit. Statements are prepared once and reused.
+#pragma once
+
+#include "base/error.h"
+#include "gateway/store/id_generator.h"
+#include "gateway/store/sqlite_db.h"
+#include "gateway/store/stored_event.h"
+#include "relay/queue/delivery_rules.h"
+#include "relay/queue_store.h"
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace mailgate::store {
+
+class QueueTables {
+public:
+  // Takes a migrated connection and prepares the statements.
+  [[nodiscard]] static Result<std::unique_ptr<QueueTables>> create(SqliteDb db);
+
+  // Transaction control. begin() takes the write lock at once (BEGIN IMMEDIATE), so waiting for
+  // another process happens there and not half-way through a batch.
+  [[nodiscard]] Result<void> begin();
+  [[nodiscard]] Result<void> commit();
+  void rollback();
+  [[nodiscard]] Result<void> savepoint();
+  [[nodiscard]] Result<void> release();
+  [[nodiscard]] Result<void> rollbackToSavepoint();
+
+  [[nodiscard]] Result<std::string> enqueue(const relay::NewMessage& msg);
+  [[nodiscard]] Result<void> markSending(const std::string& id, int64_t now_ms);
+  [[nodiscard]] Result<relay::QueuedMessage> recordAttempt(const relay::AttemptOutcome& outcome);
+  [[nodiscard]] Result<relay::QueuedMessage> expire(const std::string& id, int64_t now_ms);
+  [[nodiscard]] Result<std::string> loadBody(const std::string& id);
+  [[nodiscard]] Result<relay::QueuedMessage> get(const std::string& id);
+  [[nodiscard]] Result<relay::QueueCounts> counts();
+  [[nodiscard]] Result<std::vector<relay::QueuedMessage>> recover(int64_t now_ms);
+  [[nodiscard]] Result<std::vector<StoredEvent>> listEvents(int64_t after_seq, size_t limit);
+  // 0 removes the cap. Applies to the main database file (PRAGMA max_page_count).
+  [[nodiscard]] Result<void> setMaxDbBytes(uint64_t bytes);
+
+  SqliteDb& db() { return db_; }
+
+private:
+  // Only create() can make a Key, so only create() constructs (through std::make_unique).
+  struct Key {
+    explicit Key() = default;
+  };
+
+public:
+  QueueTables(Key, SqliteDb db);
+  ~QueueTables();
+  QueueTables(const QueueTables&) = delete;
+  QueueTables& operator=(const QueueTables&) = delete;
+
+private:
+  struct Statements;
+
+  Result<void> addEvent(std::string_view type, int64_t now_ms, const relay::QueuedMessage& m,
+                        const std::string& data);
+  Result<void> persistDelivery(const relay::QueuedMessage& m, const relay::DeliveryEffects& fx,
+                               int64_t now_ms);
+  Result<void> reportDelivery(const relay::QueuedMessage& m, const relay::DeliveryEffects& fx,
+                              int64_t now_ms, bool by_expiry);
+  Result<relay::QueuedMessage> expireLoaded(relay::QueuedMessage m, int64_t now_ms);
+
+  SqliteDb db_;
+  IdGenerator ids_;
+  std::unique_ptr<Statements> st_;
+};
+
+} // namespace mailgate::store

@@ -1,0 +1,142 @@
+#include "gateway/store/schema.h"
+
+#include "gateway/store/json_writer.h"
+
+#include <array>
+#include <cstdlib>
+#include <fmt/format.h>
+#include <string_view>
+
+namespace mailgate::store {
+namespace {
+
+struct Migration {
+  int version;
+  std::string_view description;
+  std::string_view sql;
+};
+
+// Append only: never edit a migration that has shipped; add the next one.
+constexpr std::array kMigrations{
+    Migration{1, "queue, recipients, bodies, events", R"sql(
+-- Bodies live apart from the message rows so that scanning the queue never reads mail text.
+CREATE TABLE bodies (
+  body_id INTEGER PRIMARY KEY,
+  data    BLOB NOT NULL
+);
+
+CREATE TABLE messages (
+  id              TEXT PRIMARY KEY,
+  body_id         INTEGER NOT NULL,
+  state           TEXT NOT NULL
+                  CHECK (state IN ('queued', 'sending', 'sent', 'deferred', 'failed')),
+  mail_from       TEXT NOT NULL,
+  submitter       TEXT NOT NULL,
+  tenant          TEXT NOT NULL,
+  mailbox         TEXT NOT NULL,
+  message_id      TEXT NOT NULL,
+  route           TEXT NOT NULL,
+  smtputf8        INTEGER NOT NULL,
+  body_8bit       INTEGER NOT NULL,
+  size            INTEGER NOT NULL,
+  attempts        INTEGER NOT NULL,
+  created_ms      INTEGER NOT NULL,
+  updated_ms      INTEGER NOT NULL,
+  next_attempt_ms INTEGER NOT NULL,
+  expires_at_ms   INTEGER NOT NULL,
+  last_reply      TEXT NOT NULL
+) WITHOUT ROWID;
+
+CREATE INDEX messages_by_state ON messages (state, next_attempt_ms);
+
+CREATE TABLE recipients (
+  message    TEXT NOT NULL,
+  idx        INTEGER NOT NULL,
+  address    TEXT NOT NULL,
+  status     TEXT NOT NULL CHECK (status IN ('pending', 'sent', 'failed')),
+  last_reply TEXT NOT NULL,
+  updated_ms INTEGER NOT NULL,
+  PRIMARY KEY (message, idx)
+) WITHOUT ROWID;
+
+-- The transactional outbox: written in the same transaction as the state change it reports.
+-- seq never repeats (AUTOINCREMENT), so a reader can keep "delivered up to seq N" as a cursor.
+CREATE TABLE events (
+  seq      INTEGER PRIMARY KEY AUTOINCREMENT,
+  id       TEXT NOT NULL,
+  type     TEXT NOT NULL,
+  time     TEXT NOT NULL,
+  queue_id TEXT NOT NULL,
+  tenant   TEXT NOT NULL,
+  mailbox  TEXT NOT NULL,
+  data     TEXT NOT NULL
+);
+
+CREATE INDEX events_by_queue_id ON events (queue_id, seq);
+)sql"},
+};
+
+Result<int> currentVersion(SqliteDb& db) {
+  auto made =
+      db.exec("CREATE TABLE IF NOT EXISTS schema_migrations ("
+              " version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL, description TEXT NOT NULL)");
+  if (!made) {
+    return std::unexpected(std::move(made.error()));
+  }
+  auto v = db.queryText("SELECT coalesce(max(version), 0) FROM schema_migrations");
+  if (!v) {
+    return std::unexpected(std::move(v.error()));
+  }
+  return std::atoi(v->c_str());
+}
+
+} // namespace
+
+int schemaVersion() {
+  return kMigrations.back().version;
+}
+
+Result<void> migrateSchema(SqliteDb& db, int64_t now_ms) {
+  auto current = currentVersion(db);
+  if (!current) {
+    return std::unexpected(std::move(current.error()));
+  }
+  if (*current > schemaVersion()) {
+    return fail("store.schema",
+                fmt::format("the database has schema version {}, this mailgated knows up to {}",
+                            *current, schemaVersion()),
+                "run the mailgated version that wrote node.data_dir, or a newer one");
+  }
+  for (const auto& m : kMigrations) {
+    if (m.version <= *current) {
+      continue;
+    }
+    auto step = [&]() -> Result<void> {
+      if (auto r = db.exec(m.sql); !r) {
+        return r;
+      }
+      auto record = db.prepare(
+          "INSERT INTO schema_migrations (version, applied_at, description) VALUES (?, ?, ?)");
+      if (!record) {
+        return std::unexpected(std::move(record.error()));
+      }
+      const std::string when = formatRfc3339(now_ms);
+      record->bind(1, int64_t{m.version}).bind(2, when).bind(3, m.description);
+      return record->run();
+    };
+    if (auto r = db.exec("BEGIN IMMEDIATE"); !r) {
+      return r;
+    }
+    if (auto r = step(); !r) {
+      (void)db.exec("ROLLBACK");
+      return r;
+    }
+    if (auto r = db.exec("COMMIT"); !r) {
+      (void)db.exec("ROLLBACK");
+      return r;
+    }
+  }
+  return {};
+}
+
+} // namespace mailgate::store

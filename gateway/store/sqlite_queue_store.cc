@@ -1,0 +1,383 @@
+#include "gateway/store/sqlite_queue_store.h"
+
+#include "gateway/store/queue_tables.h"
+#include "gateway/store/schema.h"
+#include "gateway/store/sqlite_db.h"
+
+#include <algorithm>
+#include <chrono>
+#include <fcntl.h>
+#include <filesystem>
+#include <fmt/format.h>
+#include <future>
+#include <optional>
+#include <system_error>
+#include <unistd.h>
+#include <utility>
+
+namespace mailgate::store {
+
+namespace {
+
+// Pages of WAL after which a commit also checkpoints (copies the WAL back into the database
+// file). 4096 pages of 4 KiB = 16 MiB: large enough that checkpoints are rare under a burst,
+// small enough that start-up recovery and readers stay quick.
+constexpr int kWalAutocheckpointPages = 4096;
+// After a checkpoint the WAL file is truncated to this size instead of staying at its peak.
+constexpr int64_t kJournalSizeLimitBytes = 64LL * 1024 * 1024;
+
+int64_t wallClockMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+Result<void> configure(SqliteDb& db, int busy_timeout_ms) {
+  // The busy timeout first, so that the statements below also wait for another process's lock.
+  if (auto r = db.exec(fmt::format("PRAGMA busy_timeout = {}", std::max(busy_timeout_ms, 0))); !r) {
+    return r;
+  }
+  auto mode = db.queryText("PRAGMA journal_mode = WAL");
+  if (!mode) {
+    return std::unexpected(std::move(mode.error()));
+  }
+  if (*mode != "wal") {
+    return fail("store.io", fmt::format("the database refused WAL mode (journal_mode={})", *mode),
+                "node.data_dir must be on a local file system that supports shared memory");
+  }
+  return db.exec(fmt::format("PRAGMA synchronous = FULL;"
+                             "PRAGMA wal_autocheckpoint = {};"
+                             "PRAGMA journal_size_limit = {};"
+                             "PRAGMA cache_size = -16384;"
+                             "PRAGMA temp_store = MEMORY;",
+                             kWalAutocheckpointPages, kJournalSizeLimitBytes));
+}
+
+Result<void> makeDataDir(const std::string& dir) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (fs::is_directory(dir, ec)) {
+    return {};
+  }
+  if (!fs::create_directories(dir, ec) && ec) {
+    return fail("store.io", fmt::format("cannot create node.data_dir {}: {}", dir, ec.message()),
+                "create it, or point node.data_dir at a writable folder");
+  }
+  // It will hold mail: only the daemon's user may enter.
+  fs::permissions(dir, fs::perms::owner_all, fs::perm_options::replace, ec);
+  return {};
+}
+
+// Makes the directory entries of mailgate.db and its WAL durable: SQLite syncs file contents,
+// and a crash right after the first start must not lose the files themselves.
+void syncDirectory(const std::string& dir) {
+  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd >= 0) {
+    (void)::fsync(fd);
+    ::close(fd);
+  }
+}
+
+} // namespace
+
+template <typename T, typename Work> struct SqliteQueueStore::TypedOp final : Op {
+  TypedOp(Work w, std::function<void(Result<T>)> d) : work(std::move(w)), done(std::move(d)) {}
+
+  void run(QueueTables& t) override { result.emplace(work(t)); }
+  [[nodiscard]] const Error* error() const override {
+    return result && !result->has_value() ? &result->error() : nullptr;
+  }
+  void fail(const Error& e) override { result.emplace(std::unexpected(e)); }
+  std::function<void()> completion() override {
+    if (!result) {
+      result.emplace(std::unexpected(Error("store.io", "operation never ran")));
+    }
+    return [d = std::move(done), r = std::move(*result)]() mutable {
+      if (d) {
+        d(std::move(r));
+      }
+    };
+  }
+
+  Work work;
+  std::function<void(Result<T>)> done;
+  std::optional<Result<T>> result;
+};
+
+SqliteQueueStore::SqliteQueueStore(Key, std::string path, PostFn post, size_t batch_max,
+                                   std::unique_ptr<QueueTables> tables)
+    : path_(std::move(path)), post_(std::move(post)), batch_max_(batch_max),
+      tables_(std::move(tables)) {
+  thread_ = std::thread([this] { storageLoop(); });
+}
+
+SqliteQueueStore::~SqliteQueueStore() {
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+  }
+  wake_.notify_all();
+  if (thread_.joinable()) {
+    thread_.join();
+  }
+}
+
+template <typename T, typename Work>
+void SqliteQueueStore::submit(std::function<void(Result<T>)> done, Work work, bool direct) {
+  auto op = std::make_unique<TypedOp<T, Work>>(std::move(work), std::move(done));
+  op->direct = direct;
+  push(std::move(op));
+}
+
+void SqliteQueueStore::push(std::unique_ptr<Op> op) {
+  {
+    std::lock_guard lock(mu_);
+    if (!stopping_) {
+      pending_.push_back(std::move(op));
+      wake_.notify_one();
+      return;
+    }
+  }
+  op->fail(Error("store.closed", "the store is shutting down"));
+  auto complete = op->completion();
+  if (op->direct) {
+    complete();
+  } else {
+    post_(std::move(complete));
+  }
+}
+
+void SqliteQueueStore::storageLoop() {
+  std::vector<std::unique_ptr<Op>> batch;
+  batch.reserve(batch_max_);
+  for (;;) {
+    {
+      std::unique_lock lock(mu_);
+      wake_.wait(lock, [this] { return stopping_ || !pending_.empty(); });
+      if (pending_.empty()) {
+        return; // stopping, and everything queued has been completed
+      }
+      const size_t n = std::min(batch_max_, pending_.size());
+      for (size_t i = 0; i < n; ++i) {
+        batch.push_back(std::move(pending_.front()));
+        pending_.pop_front();
+      }
+    }
+    runBatch(batch);
+    batch.clear();
+  }
+}
+
+SqliteQueueStore::BatchResult SqliteQueueStore::tryBatch(std::vector<std::unique_ptr<Op>>& batch,
+                                                         const std::vector<bool>& skip) {
+  QueueTables& t = *tables_;
+  BatchResult out;
+  const int64_t changes_before = t.db().totalChanges();
+  if (auto begun = t.begin(); !begun) {
+    out.lost = begun.error();
+    return out;
+  }
+  for (size_t i = 0; i < batch.size(); ++i) {
+    if (skip[i]) {
+      continue;
+    }
+    Op& op = *batch[i];
+    if (auto r = t.savepoint(); !r) {
+      out.lost = r.error();
+      break;
+    }
+    op.run(t);
+    if (const Error* e = op.error(); e != nullptr) {
+      if (t.db().autocommit()) {
+        // SQLite rolled the whole transaction back (it does after SQLITE_FULL and I/O errors
+        // in most statements): the operations before this one are gone too.
+        out.lost = *e;
+        out.culprit = i;
+        break;
+      }
+      if (auto r = t.rollbackToSavepoint(); !r) {
+        out.lost = r.error();
+        break;
+      }
+    }
+    if (auto r = t.release(); !r) {
+      out.lost = r.error();
+      break;
+    }
+  }
+  if (!out.lost) {
+    out.wrote = t.db().totalChanges() != changes_before;
+    if (auto r = t.commit(); !r) {
+      out.lost = r.error();
+    }
+  }
+  if (out.lost) {
+    t.rollback();
+  }
+  return out;
+}
+
+void SqliteQueueStore::runBatch(std::vector<std::unique_ptr<Op>>& batch) {
+  std::vector<bool> skip(batch.size(), false);
+  BatchResult result = tryBatch(batch, skip);
+  if (result.lost && result.culprit) {
+    // One operation took the transaction down (typically a message too big for the space
+    // left). It keeps its own error; the others run again without it, once, so that one
+    // oversized message does not fail its neighbours. A second loss fails the whole batch.
+    skip[*result.culprit] = true;
+    result = tryBatch(batch, skip);
+  }
+  const std::optional<Error>& lost = result.lost;
+
+  uint64_t ok = 0;
+  if (lost) {
+    for (auto& op : batch) {
+      op->fail(*lost);
+    }
+    failed_batches_.fetch_add(1, std::memory_order_relaxed);
+  } else {
+    for (const auto& op : batch) {
+      ok += op->error() == nullptr ? 1 : 0;
+    }
+    if (result.wrote) {
+      commits_.fetch_add(1, std::memory_order_relaxed);
+    }
+    committed_ops_.fetch_add(ok, std::memory_order_relaxed);
+  }
+  uint64_t seen = max_batch_.load(std::memory_order_relaxed);
+  while (batch.size() > seen &&
+         !max_batch_.compare_exchange_weak(seen, batch.size(), std::memory_order_relaxed)) {
+  }
+
+  // One post per batch: one loop wake-up however many messages shared the fsync.
+  std::vector<std::function<void()>> completions;
+  completions.reserve(batch.size());
+  for (auto& op : batch) {
+    auto complete = op->completion();
+    if (op->direct) {
+      complete();
+    } else {
+      completions.push_back(std::move(complete));
+    }
+  }
+  if (!completions.empty()) {
+    post_([cs = std::move(completions)]() mutable {
+      for (auto& c : cs) {
+        c();
+      }
+    });
+  }
+}
+
+void SqliteQueueStore::enqueue(relay::NewMessage msg,
+                               std::function<void(Result<std::string>)> done) {
+  submit<std::string>(std::move(done),
+                      [m = std::move(msg)](QueueTables& t) { return t.enqueue(m); });
+}
+
+void SqliteQueueStore::markSending(std::string id, int64_t now_ms,
+                                   std::function<void(Result<void>)> done) {
+  submit<void>(std::move(done),
+               [id = std::move(id), now_ms](QueueTables& t) { return t.markSending(id, now_ms); });
+}
+
+void SqliteQueueStore::recordAttempt(relay::AttemptOutcome outcome,
+                                     std::function<void(Result<relay::QueuedMessage>)> done) {
+  submit<relay::QueuedMessage>(
+      std::move(done), [o = std::move(outcome)](QueueTables& t) { return t.recordAttempt(o); });
+}
+
+void SqliteQueueStore::expire(std::string id, int64_t now_ms,
+                              std::function<void(Result<relay::QueuedMessage>)> done) {
+  submit<relay::QueuedMessage>(std::move(done), [id = std::move(id), now_ms](QueueTables& t) {
+    return t.expire(id, now_ms);
+  });
+}
+
+void SqliteQueueStore::loadBody(std::string id, std::function<void(Result<std::string>)> done) {
+  submit<std::string>(std::move(done),
+                      [id = std::move(id)](QueueTables& t) { return t.loadBody(id); });
+}
+
+void SqliteQueueStore::get(std::string id, std::function<void(Result<relay::QueuedMessage>)> done) {
+  submit<relay::QueuedMessage>(std::move(done),
+                               [id = std::move(id)](QueueTables& t) { return t.get(id); });
+}
+
+void SqliteQueueStore::counts(std::function<void(Result<relay::QueueCounts>)> done) {
+  submit<relay::QueueCounts>(std::move(done), [](QueueTables& t) { return t.counts(); });
+}
+
+void SqliteQueueStore::listEvents(int64_t after_seq, size_t limit,
+                                  std::function<void(Result<std::vector<StoredEvent>>)> done) {
+  submit<std::vector<StoredEvent>>(std::move(done), [after_seq, limit](QueueTables& t) {
+    return t.listEvents(after_seq, limit);
+  });
+}
+
+void SqliteQueueStore::setMaxDbBytes(uint64_t bytes, std::function<void(Result<void>)> done) {
+  submit<void>(std::move(done), [bytes](QueueTables& t) { return t.setMaxDbBytes(bytes); });
+}
+
+Result<std::vector<relay::QueuedMessage>> SqliteQueueStore::recover(int64_t now_ms) {
+  // Runs on the storage thread like every other operation (one connection, one thread), and
+  // completes there: the caller is blocked here, not waiting on its loop.
+  using Out = std::vector<relay::QueuedMessage>;
+  std::promise<Result<Out>> promise;
+  auto future = promise.get_future();
+  submit<Out>([&promise](Result<Out> r) { promise.set_value(std::move(r)); },
+              [now_ms](QueueTables& t) { return t.recover(now_ms); }, /*direct=*/true);
+  return future.get();
+}
+
+StoreStats SqliteQueueStore::stats() const {
+  StoreStats s;
+  s.commits = commits_.load(std::memory_order_relaxed);
+  s.committed_ops = committed_ops_.load(std::memory_order_relaxed);
+  s.failed_batches = failed_batches_.load(std::memory_order_relaxed);
+  s.max_batch = max_batch_.load(std::memory_order_relaxed);
+  std::lock_guard lock(mu_);
+  s.pending_ops = pending_.size();
+  return s;
+}
+
+Result<std::unique_ptr<SqliteQueueStore>> openSqliteQueueStore(SqliteStoreOptions options) {
+  if (!options.post) {
+    return fail("store.config", "the store needs a post function to complete operations");
+  }
+  if (options.batch_max == 0) {
+    return fail("store.config", "batch_max must be at least 1");
+  }
+  if (options.data_dir.empty()) {
+    return fail("store.config", "node.data_dir is empty", "set node.data_dir in the config");
+  }
+  if (auto r = makeDataDir(options.data_dir); !r) {
+    return std::unexpected(std::move(r.error()));
+  }
+  std::string path = (std::filesystem::path(options.data_dir) / "mailgate.db").string();
+  auto db = SqliteDb::open(path);
+  if (!db) {
+    return std::unexpected(std::move(db.error()));
+  }
+  if (auto r = configure(*db, options.busy_timeout_ms); !r) {
+    return std::unexpected(std::move(r.error()));
+  }
+  if (auto r = migrateSchema(*db, wallClockMs()); !r) {
+    return std::unexpected(std::move(r.error()));
+  }
+  syncDirectory(options.data_dir);
+  auto tables = QueueTables::create(std::move(*db));
+  if (!tables) {
+    return std::unexpected(std::move(tables.error()));
+  }
+  if (options.max_db_bytes != 0) {
+    if (auto r = (*tables)->setMaxDbBytes(options.max_db_bytes); !r) {
+      return std::unexpected(std::move(r.error()));
+    }
+  }
+  return std::make_unique<SqliteQueueStore>(SqliteQueueStore::Key{}, std::move(path),
+                                            std::move(options.post), options.batch_max,
+                                            std::move(*tables));
+}
+
+} // namespace mailgate::store

@@ -1,0 +1,162 @@
+// The embedded QueueStore: SQLite in WAL mode, `mailgate.db` under node.data_dir, with grouped
+// commits on one storage thread.
+//
+// How a write becomes durable: callers queue operations; the storage thread takes everything
+// queued since its last commit (at most batch_max operations), runs them in one transaction
+// (each inside its own savepoint, so one failing operation does not undo the others) and
+// commits with synchronous=FULL, i.e. one fsync for the whole batch. Only then are the
+// completions posted, all of one batch in one call to `post`, in the order the operations were
+// queued. While a commit is in flight new operations pile up for the next one, so the batch size
+// follows the load by itself and no timer is needed.
+//
+// Failures: if the transaction or its commit fails (disk full, I/O error, lock timeout), every
+// operation of that batch completes with the error ("store.full", "store.io", "store.busy") and
+// nothing of the batch is stored; the next batch starts afresh, so the store keeps working once
+// space is back. When a single operation's failure is what rolled the transaction back (one
+// message too big for the space left), that operation fails alone: the batch is retried once
+// without it.
+//
+// Shutdown: the destructor stops accepting operations (later calls complete with
+// "store.closed"), lets the storage thread finish every queued operation and post its
+// completion, then joins it. `post` must therefore stay callable until the destructor returns.
+// Completions that `post` receives after the loop stopped running may be dropped unrun: it is
+// safe because callbacks own their state (see relay/queue_store.h). To see every completion,
+// destroy the store before stopping the loop and run the loop once more.
+#pragma once
+
+#include "gateway/store/stored_event.h"
+#include "relay/queue_store.h"
+
+#include <atomic>
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace mailgate::store {
+
+class QueueTables;
+
+// Runs a closure on the owner's loop; must be thread-safe (net::Loop::post is).
+using PostFn = std::function<void(std::function<void()>)>;
+
+struct SqliteStoreOptions {
+  std::string data_dir;   // created (0700) if missing; the file is data_dir/mailgate.db
+  size_t batch_max = 512; // operations per transaction at most
+  PostFn post;            // required
+  // Caps the main database file (0: no cap). Beyond it writes fail with "store.full", as on a
+  // full disk. Also how tests simulate a full disk.
+  uint64_t max_db_bytes = 0;
+  // How long a transaction waits for a lock held by another process before its batch fails
+  // with "store.busy".
+  int busy_timeout_ms = 5000;
+};
+
+struct StoreStats {
+  uint64_t commits = 0;        // transactions that wrote something (each is one fsync'd commit)
+  uint64_t committed_ops = 0;  // operations that completed successfully
+  uint64_t failed_batches = 0; // batches lost to a transaction or commit error
+  uint64_t max_batch = 0;      // largest batch seen
+  uint64_t pending_ops = 0;    // queued now, not yet taken by the storage thread
+};
+
+class SqliteQueueStore final : public relay::QueueStore {
+public:
+  ~SqliteQueueStore() override;
+
+  void enqueue(relay::NewMessage msg, std::function<void(Result<std::string>)> done) override;
+  void markSending(std::string id, int64_t now_ms, std::function<void(Result<void>)> done) override;
+  void recordAttempt(relay::AttemptOutcome outcome,
+                     std::function<void(Result<relay::QueuedMessage>)> done) override;
+  void expire(std::string id, int64_t now_ms,
+              std::function<void(Result<relay::QueuedMessage>)> done) override;
+  void loadBody(std::string id, std::function<void(Result<std::string>)> done) override;
+  void get(std::string id, std::function<void(Result<relay::QueuedMessage>)> done) override;
+  void counts(std::function<void(Result<relay::QueueCounts>)> done) override;
+  Result<std::vector<relay::QueuedMessage>> recover(int64_t now_ms) override;
+
+  // Outbox events with seq > after_seq, oldest first, at most `limit`.
+  void listEvents(int64_t after_seq, size_t limit,
+                  std::function<void(Result<std::vector<StoredEvent>>)> done);
+  // Changes the size cap at run time (0: none), e.g. on config reload.
+  void setMaxDbBytes(uint64_t bytes, std::function<void(Result<void>)> done);
+
+  // A consistent-enough snapshot for metrics and tests; callable from any thread.
+  [[nodiscard]] StoreStats stats() const;
+  [[nodiscard]] const std::string& path() const { return path_; }
+
+private:
+  friend Result<std::unique_ptr<SqliteQueueStore>> openSqliteQueueStore(SqliteStoreOptions);
+
+  // One queued operation. run() executes on the storage thread inside the batch transaction and
+  // keeps its result; fail() replaces that result when the batch is lost; completion() moves the
+  // result and the callback into the closure that is posted.
+  struct Op {
+    Op() = default;
+    Op(const Op&) = delete;
+    Op& operator=(const Op&) = delete;
+    virtual ~Op() = default;
+    virtual void run(QueueTables& t) = 0;
+    // The error run() produced, or null.
+    [[nodiscard]] virtual const Error* error() const = 0;
+    virtual void fail(const Error& e) = 0;
+    virtual std::function<void()> completion() = 0;
+    bool direct = false; // complete on the storage thread instead of through post (recover)
+  };
+  template <typename T, typename Work> struct TypedOp;
+
+  // Lets openSqliteQueueStore use std::make_unique with a constructor nobody else can call.
+  struct Key {
+    explicit Key() = default;
+  };
+
+public:
+  SqliteQueueStore(Key, std::string path, PostFn post, size_t batch_max,
+                   std::unique_ptr<QueueTables> tables);
+
+private:
+  template <typename T, typename Work>
+  void submit(std::function<void(Result<T>)> done, Work work, bool direct = false);
+  void push(std::unique_ptr<Op> op);
+  void storageLoop();
+  void runBatch(std::vector<std::unique_ptr<Op>>& batch);
+  struct BatchResult {
+    std::optional<Error> lost;     // set when nothing of the transaction was stored
+    std::optional<size_t> culprit; // the operation whose failure rolled the transaction back
+    bool wrote = false;            // the committed transaction changed rows (it cost an fsync)
+  };
+  // One transaction over the operations not skipped.
+  BatchResult tryBatch(std::vector<std::unique_ptr<Op>>& batch, const std::vector<bool>& skip);
+
+  const std::string path_;
+  const PostFn post_;
+  const size_t batch_max_;
+  std::unique_ptr<QueueTables> tables_; // touched only by the storage thread once it runs
+
+  mutable std::mutex mu_;
+  std::condition_variable wake_;
+  std::deque<std::unique_ptr<Op>> pending_; // guarded by mu_
+  bool stopping_ = false;                   // guarded by mu_
+
+  std::atomic<uint64_t> commits_{0};
+  std::atomic<uint64_t> committed_ops_{0};
+  std::atomic<uint64_t> failed_batches_{0};
+  std::atomic<uint64_t> max_batch_{0};
+
+  std::thread thread_; // last: started once everything above exists
+};
+
+// Opens or creates the store, applies the schema migrations and starts the storage thread.
+// Errors: "store.config" (no post, batch_max 0), "store.io" (cannot create data_dir or open the
+// file, journal mode not WAL), "store.schema" (database from a newer version), "store.busy".
+[[nodiscard]] Result<std::unique_ptr<SqliteQueueStore>>
+openSqliteQueueStore(SqliteStoreOptions options);
+
+} // namespace mailgate::store

@@ -1,0 +1,121 @@
+// The outbound delivery driver: takes queued messages, waits until each is due, and sends it to
+// its relay over pooled SMTP connections, recording every attempt in the QueueStore. The design,
+// the states and every constant are described in docs/queue.md.
+//
+//  - One pool per upstream identity (host, port, TLS mode, credentials), capped at the relay's
+//    limits.max_connections. Connections open only when messages are ready and none is idle;
+//    each carries up to queue.messages_per_connection messages (RSET between them), then QUITs.
+//    Idle connections QUIT after DeliveryOptions::idle_timeout.
+//  - A connection that cannot be set up (refused, timeout, TLS, greeting or AUTH rejected) costs
+//    no message an attempt: the pool backs off and the messages wait. A message is marked
+//    `sending` only once a connection is Ready for it.
+//  - 4xx defers (queue.retry_initial doubling up to queue.retry_max), 5xx fails the recipient,
+//    the lifetime (queue.lifetime) ends in failure. A connection lost after the final "." is
+//    recorded as a temporary failure: the message goes again and may arrive twice.
+//
+// Threading: loop thread only (the loop given to create()). Lifetime: store completions and net
+// callbacks that arrive after the engine was destroyed do nothing, so the store may outlive it.
+#pragma once
+
+#include "base/error.h"
+#include "config/config.h"
+#include "net/backoff.h"
+#include "relay/queue_store.h"
+#include "relay/smtp/protocol/client_session.h"
+#include "relay/token_source.h"
+#include "relay/upstream_connection.h"
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+
+namespace mailgate::net {
+class Loop;
+}
+
+namespace mailgate::relay {
+
+// Knobs that the configuration file does not (yet) carry. Defaults are the production values;
+// tests shorten the timers.
+struct DeliveryOptions {
+  // An idle upstream connection is closed (QUIT) after this long without a message. Servers
+  // commonly drop idle clients after 60-300 s; 30 s keeps a connection warm across a burst
+  // without holding the upstream's slots for nothing.
+  std::chrono::milliseconds idle_timeout{std::chrono::seconds(30)};
+  UpstreamTimeouts timeouts;
+  // Delay between connection attempts while a relay cannot be reached or refuses us.
+  net::BackoffOptions connect_backoff{std::chrono::seconds(1), std::chrono::minutes(5), 2.0, 0.2,
+                                      std::nullopt};
+  // How long to wait before retrying a store write that failed for want of space or a lock.
+  std::chrono::milliseconds store_retry{std::chrono::seconds(5)};
+  // Spread of retry times (RetryOptions::jitter_fraction): messages deferred together do not all
+  // come back in the same second.
+  double retry_jitter = 0.1;
+
+  // Per relay name: the SASL mechanism when relays.NAME.auth is set (default PLAIN; the
+  // configuration has no key for it yet).
+  std::map<std::string, smtp::ClientAuth> auth_mechanism;
+  // Per relay name: where XOAUTH2 access tokens come from (the username is auth.username).
+  // Setting one makes that relay use XOAUTH2.
+  std::map<std::string, std::shared_ptr<TokenSource>> token_sources;
+};
+
+// Counters since creation, for metrics and tests.
+struct DeliveryStats {
+  uint64_t connections_opened = 0; // connect attempts started
+  uint64_t connections_ready = 0;  // connections that completed greeting, TLS and AUTH
+  uint64_t connect_failures = 0;   // connections that failed before becoming ready
+  uint64_t attempts = 0;           // messages handed to an upstream (markSending succeeded)
+  uint64_t delivered = 0;          // messages that ended `sent`
+  uint64_t failed = 0;             // messages that ended `failed` (5xx, expired, no route)
+  uint64_t deferred = 0;           // attempts that left the message deferred
+  uint64_t unknown_outcomes = 0;   // connection lost after the final "." (possible duplicate)
+  size_t open_connections = 0;     // now
+  size_t waiting = 0;              // messages known to the engine and not in flight now
+};
+
+class DeliveryEngine {
+public:
+  // Builds client TLS contexts for every relay in config.relays. Errors: "tls.config" naming the
+  // relay (unreadable ca_file, malformed pin).
+  static Result<std::unique_ptr<DeliveryEngine>>
+  create(net::Loop& loop, const config::Config& config, QueueStore& store);
+  static Result<std::unique_ptr<DeliveryEngine>>
+  create(net::Loop& loop, const config::Config& config, QueueStore& store, DeliveryOptions options);
+
+  // Abandons everything in flight at once: connections are aborted, messages being sent stay
+  // `sending` in the store and are recovered (and sent again) at the next start. Safe at any
+  // time, including from inside the drain callback.
+  ~DeliveryEngine();
+  DeliveryEngine(const DeliveryEngine&) = delete;
+  DeliveryEngine& operator=(const DeliveryEngine&) = delete;
+
+  // A message that is queued or deferred (from QueueStore::recover() at start, or just accepted
+  // by the submission server). It is sent once next_attempt_ms has come (wall clock), or expired
+  // if its lifetime is over. A message already known to the engine (same id) is ignored, as are
+  // messages in any other state. During and after drain() messages are kept but not started; they
+  // stay queued in the store.
+  void schedule(QueuedMessage msg);
+
+  // SIGTERM: starts no new attempt and opens no connection; attempts in flight finish and their
+  // outcomes are recorded; idle connections QUIT. `done` runs on the loop, in a later turn, once
+  // no connection and no store operation of ours is left. A second call adds another callback.
+  void drain(std::function<void()> done);
+
+  [[nodiscard]] DeliveryStats stats() const;
+
+  struct State; // delivery_engine.cc
+  struct PrivateTag {
+    explicit PrivateTag() = default;
+  };
+  // For create() only.
+  DeliveryEngine(PrivateTag, std::shared_ptr<State> state);
+
+private:
+  std::shared_ptr<State> state_;
+};
+
+} // namespace mailgate::relay

@@ -1,0 +1,198 @@
+// The durable outbound queue as the relay sees it. Declared here, where it is used; the SQLite
+// implementation lives in gateway/store/ (mailgate::store::openSqliteQueueStore).
+//
+// Threading contract for every implementation:
+//  - Methods may be called from any thread (normally the owning worker's loop thread).
+//  - Asynchronous methods never call `done` before returning and never call it on a storage
+//    thread: the completion is handed to the `post` function the store was built with (the
+//    daemon passes net::Loop::post), so `done` runs on the loop, in a later loop turn.
+//  - Completions of operations issued from one thread run in the order they were issued.
+//  - `done` is called exactly once if `post` runs what it is given. When the loop has stopped,
+//    `post` may drop closures unrun; callbacks must therefore hold their state by value or by
+//    RAII (never rely on `done` running to free something).
+//
+// Error codes (Error::code) every implementation uses:
+//  "store.full"      no space left (disk full or the configured size cap); retry later (SMTP 452)
+//  "store.io"        I/O error, corruption or other storage failure (SMTP 452)
+//  "store.busy"      the database stayed locked by another process
+//  "store.closed"    the store is shutting down
+//  "store.not_found" no message with that id
+//  "store.state"     the operation does not apply to the message's current state
+#pragma once
+
+#include "base/error.h"
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace mailgate::relay {
+
+// queued → sending → sent | deferred | failed; deferred → sending (later); queued/deferred →
+// failed when the lifetime ends. sent and failed are final.
+enum class MessageState { kQueued, kSending, kSent, kDeferred, kFailed };
+
+enum class RecipientStatus { kPending, kSent, kFailed };
+
+enum class DeliveryResult { kSent, kTempFail, kPermFail };
+
+// Lower-case names used in the store and in event data: "queued", "sending", ...
+[[nodiscard]] constexpr std::string_view toString(MessageState s) {
+  switch (s) {
+  case MessageState::kQueued:
+    return "queued";
+  case MessageState::kSending:
+    return "sending";
+  case MessageState::kSent:
+    return "sent";
+  case MessageState::kDeferred:
+    return "deferred";
+  case MessageState::kFailed:
+    return "failed";
+  }
+  return "unknown";
+}
+
+[[nodiscard]] constexpr std::string_view toString(RecipientStatus s) {
+  switch (s) {
+  case RecipientStatus::kPending:
+    return "pending";
+  case RecipientStatus::kSent:
+    return "sent";
+  case RecipientStatus::kFailed:
+    return "failed";
+  }
+  return "unknown";
+}
+
+struct NewMessage {
+  std::string mail_from;               // reverse-path without angle brackets; empty for <>
+  std::vector<std::string> recipients; // forward-paths, in RCPT order; duplicates are kept
+  std::string body;                    // CRLF line endings, already un-dot-stuffed
+  std::string submitter;               // the authenticated client (API token or SMTP user name)
+  std::string tenant;                  // optional; copied into every event of this message
+  std::string mailbox;                 // optional; copied into every event of this message
+  std::string message_id;              // optional RFC 5322 Message-ID, with angle brackets
+  bool smtputf8 = false;
+  bool body_8bit = false;
+  std::string route = "default";
+  int64_t now_ms = 0;        // wall-clock ms since the epoch; becomes created_ms
+  int64_t expires_at_ms = 0; // end of the lifetime (RetryPolicy::expiresAt(now_ms))
+};
+
+struct RecipientState {
+  std::string address;
+  RecipientStatus status = RecipientStatus::kPending;
+  std::string last_reply; // the last upstream reply for this recipient, or the reason it failed
+};
+
+struct QueuedMessage {
+  std::string id;
+  std::string mail_from;
+  std::vector<RecipientState> recipients; // in RCPT order
+  MessageState state = MessageState::kQueued;
+  int attempts = 0; // attempts started (markSending calls), including interrupted ones
+  int64_t created_ms = 0;
+  int64_t next_attempt_ms = 0; // when a queued/deferred message is due
+  int64_t expires_at_ms = 0;
+  size_t size = 0; // body bytes
+  std::string route;
+  std::string submitter;
+  std::string tenant;
+  std::string mailbox;
+  std::string message_id;
+  bool smtputf8 = false;
+  bool body_8bit = false;
+  std::string last_reply; // the last message-level reply or error text
+
+  [[nodiscard]] size_t pendingRecipients() const {
+    size_t n = 0;
+    for (const auto& r : recipients) {
+      n += r.status == RecipientStatus::kPending ? 1 : 0;
+    }
+    return n;
+  }
+};
+
+struct RecipientOutcome {
+  std::string address;
+  DeliveryResult result = DeliveryResult::kTempFail;
+  std::string reply; // the upstream reply to RCPT or to the end of DATA, as received
+};
+
+// The result of one delivery attempt of a message that is in state `sending`.
+struct AttemptOutcome {
+  std::string id;
+  // Results for recipients that were pending. Pending recipients not listed here stay pending
+  // with `reply` as their last reply (as if they had a temporary failure). Entries naming a
+  // recipient that is not pending are ignored.
+  std::vector<RecipientOutcome> recipients;
+  std::string reply; // message-level reply or error text (connection refused, 421, ...)
+  // The attempt failed before any recipient got a result (connect, TLS, MAIL FROM, DATA 4xx):
+  // every pending recipient stays pending; `recipients` is ignored.
+  bool whole_message_temp_failure = false;
+  int64_t now_ms = 0;
+  // When to try again if recipients remain pending (RetryPolicy::nextAttempt). The store never
+  // schedules past expires_at_ms: a later value is clamped so one last attempt happens at expiry.
+  int64_t next_attempt_ms = 0;
+};
+
+struct QueueCounts {
+  uint64_t queued = 0;
+  uint64_t sending = 0;
+  uint64_t deferred = 0;
+  uint64_t sent = 0;
+  uint64_t failed = 0;
+};
+
+class QueueStore {
+public:
+  QueueStore() = default;
+  QueueStore(const QueueStore&) = delete;
+  QueueStore& operator=(const QueueStore&) = delete;
+  // Implementations complete every accepted operation before the destructor returns (see the
+  // rule about `post` above).
+  virtual ~QueueStore() = default;
+
+  // Stores the message in state `queued`, due at now_ms, every recipient pending, and records a
+  // message.queued event. `done` receives the new id only after the write is durable (fsync'd),
+  // so it is safe to answer 250 / 202 then. Ids are unique, URL-safe and sort by creation time.
+  virtual void enqueue(NewMessage msg, std::function<void(Result<std::string>)> done) = 0;
+
+  // queued|deferred → sending, attempts + 1, message.sending event. Errors: store.not_found,
+  // store.state (already sending, or final).
+  virtual void markSending(std::string id, int64_t now_ms,
+                           std::function<void(Result<void>)> done) = 0;
+
+  // Applies per-recipient results to a message in state `sending` and decides its new state:
+  //  - recipients still pending and now_ms < expires_at_ms → deferred until next_attempt_ms;
+  //  - recipients still pending and the lifetime is over → they fail ("expired");
+  //  - none pending → sent if at least one recipient was delivered, else failed.
+  // Records message.bounced for recipients that failed in this call, then one of
+  // message.deferred / message.sent / message.failed. Returns the updated message.
+  virtual void recordAttempt(AttemptOutcome outcome,
+                             std::function<void(Result<QueuedMessage>)> done) = 0;
+
+  // Ends the lifetime of a queued or deferred message: pending recipients fail as expired
+  // (message.bounced), then the message becomes failed, or sent if some recipient had already
+  // been delivered. For the scheduler when a due message is past expires_at_ms.
+  virtual void expire(std::string id, int64_t now_ms,
+                      std::function<void(Result<QueuedMessage>)> done) = 0;
+
+  virtual void loadBody(std::string id, std::function<void(Result<std::string>)> done) = 0;
+
+  virtual void get(std::string id, std::function<void(Result<QueuedMessage>)> done) = 0;
+
+  virtual void counts(std::function<void(Result<QueueCounts>)> done) = 0;
+
+  // Called once at start-up, before the loop runs; blocks. Messages left `sending` by a crash
+  // return to `queued` (their outcome is unknown, so they will be sent again: at-least-once)
+  // with an event saying so; messages past their lifetime are expired as by expire(). Returns
+  // every message that is still queued or deferred, ordered by next_attempt_ms.
+  virtual Result<std::vector<QueuedMessage>> recover(int64_t now_ms) = 0;
+};
+
+} // namespace mailgate::relay

@@ -1,0 +1,53 @@
+// The SMTP submission listener: accepts the CRM's connections, runs one SubmissionSession per
+// connection, and hands every durably queued message to the delivery side.
+//
+// Threading: loop thread only. Lifetime: owns its listener and sessions; destroying it aborts
+// every session (a message whose commit is still in flight is still committed by the store, and
+// delivered after the next start, but its client never hears 250 and will resend: at-least-once).
+#pragma once
+
+#include "base/error.h"
+#include "config/config.h"
+#include "relay/queue_store.h"
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+
+namespace mailgate::net {
+class Loop;
+}
+
+namespace mailgate::relay {
+
+class SubmissionServer {
+ public:
+  // Receives each message right after its commit became durable (and before the client reads
+  // 250), in state queued with every recipient pending.
+  using AcceptedFn = std::function<void(QueuedMessage)>;
+
+  // Binds listeners.smtp.address and loads its TLS certificate. Errors: "net.listen",
+  // "tls.config".
+  static Result<std::unique_ptr<SubmissionServer>> create(net::Loop& loop,
+                                                          const config::Config& config,
+                                                          QueueStore& store, AcceptedFn accepted);
+  ~SubmissionServer();
+  SubmissionServer(const SubmissionServer&) = delete;
+  SubmissionServer& operator=(const SubmissionServer&) = delete;
+
+  [[nodiscard]] uint16_t port() const;
+  [[nodiscard]] size_t sessionCount() const;
+
+  // SIGTERM: stops accepting; idle sessions get 421 4.3.2 and close; a session in the middle of a
+  // transaction finishes it (its message is committed and answered) and then gets 421. `done`
+  // runs on the loop, in a later turn, once no session is left.
+  void drain(std::function<void()> done);
+
+  struct State;  // shared with the sessions; see submission_server.cc
+
+ private:
+  explicit SubmissionServer(std::shared_ptr<State> state);
+  std::shared_ptr<State> state_;
+};
+
+}  // namespace mailgate::relay

@@ -1,0 +1,87 @@
+// One SMTP submission connection: binds a sans-IO smtp::ServerSession to a net::Connection, owns
+// its timers, checks credentials against the configured tokens, and commits each message to the
+// durable queue before the client hears 250.
+#pragma once
+
+#include "config/config.h"
+#include "net/connection.h"
+#include "net/timer.h"
+#include "relay/queue_store.h"
+#include "relay/smtp/protocol/server_session.h"
+
+#include <spdlog/logger.h>
+
+#include <functional>
+#include <memory>
+#include <string>
+
+namespace mailgate::relay {
+
+// What every session of one listener shares. Owned by the SubmissionServer and its sessions;
+// commit completions hold it weakly, so they do nothing once the server is gone.
+struct SubmissionContext {
+  net::Loop* loop = nullptr;
+  QueueStore* store = nullptr;
+  const config::Config* config = nullptr;
+  net::TlsContextPtr tls;  // null: no STARTTLS
+  std::string hostname;
+  std::function<void(QueuedMessage)> accepted;
+  std::shared_ptr<spdlog::logger> log;
+};
+
+class SubmissionSession : public net::Connection::Handler,
+                          public std::enable_shared_from_this<SubmissionSession> {
+ public:
+  // `finished` runs (deferred, never re-entrantly) once the connection is over; the owner then
+  // drops its reference. The session must be held by a shared_ptr before start() is called.
+  SubmissionSession(std::shared_ptr<SubmissionContext> context, net::ConnectionPtr connection,
+                    std::function<void(uint64_t id)> finished);
+  ~SubmissionSession() override;
+  SubmissionSession(const SubmissionSession&) = delete;
+  SubmissionSession& operator=(const SubmissionSession&) = delete;
+
+  void start();
+  // Drain: say 421 and close as soon as no transaction is in progress.
+  void shutdown();
+  [[nodiscard]] uint64_t id() const { return id_; }
+
+  void onRead(std::span<const char> data) override;
+  void onClose(const Error* reason) override;
+
+ private:
+  // Writes pending replies, serves the session's requests, and re-arms the timer.
+  void pump();
+  void handle(smtp::ServerSession::StartTls&);
+  void handle(smtp::ServerSession::Authenticate& request);
+  void handle(smtp::ServerSession::Message& request);
+  void handle(smtp::ServerSession::Close& request);
+  void armTimer();
+  void finish();
+  [[nodiscard]] bool idle() const;
+
+  std::shared_ptr<SubmissionContext> ctx_;
+  net::ConnectionPtr conn_;
+  std::function<void(uint64_t)> finished_;
+  const uint64_t id_;
+  const std::string peer_ip_;
+  smtp::ServerSession session_;
+  net::TimerPtr timer_;
+  enum class Deadline { kNone, kIdle, kCommand, kData } deadline_ = Deadline::kNone;
+  bool shutting_down_ = false;
+  bool done_ = false;
+};
+
+using SubmissionSessionPtr = std::shared_ptr<SubmissionSession>;
+
+// The IP part of "ip:port" / "[v6]:port".
+[[nodiscard]] std::string hostOfAddress(std::string_view address);
+
+// The Received: trace header (RFC 5321 section 4.4) mailgate prepends to every accepted message.
+[[nodiscard]] std::string receivedHeader(std::string_view helo, std::string_view peer_ip,
+                                         std::string_view hostname, bool tls, bool authenticated,
+                                         int64_t now_ms);
+
+// The value of the first Message-ID header in the header block, or empty.
+[[nodiscard]] std::string findMessageId(std::string_view message);
+
+}  // namespace mailgate::relay

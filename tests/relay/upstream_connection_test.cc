@@ -1,0 +1,150 @@
+// UpstreamConnection on its own: the events it reports for a message, a refused connect, a
+// silent server, and an early quit.
+#include "net/listener.h"
+#include "relay/upstream_connection.h"
+#include "tests/relay/delivery_test_support.h"
+
+#include <gtest/gtest.h>
+
+namespace mailgate::relay::test {
+namespace {
+
+using std::chrono::milliseconds;
+
+struct Recorder : UpstreamConnection::Observer {
+  void onUpstreamReady(UpstreamConnection& conn) override {
+    ++ready;
+    if (on_ready) {
+      on_ready(conn);
+    }
+  }
+  void onUpstreamResult(UpstreamConnection&, smtp::ClientSession::MessageResult result,
+                        bool eod) override {
+    results.push_back(std::move(result));
+    end_of_data.push_back(eod);
+  }
+  void onUpstreamClosed(UpstreamConnection& conn, std::optional<Error> error) override {
+    ++closed;
+    close_error = std::move(error);
+    established = conn.established();
+  }
+
+  int ready = 0;
+  int closed = 0;
+  bool established = false;
+  std::optional<Error> close_error;
+  std::vector<smtp::ClientSession::MessageResult> results;
+  std::vector<bool> end_of_data;
+  std::function<void(UpstreamConnection&)> on_ready;
+};
+
+UpstreamSettings settingsFor(uint16_t port) {
+  UpstreamSettings s;
+  s.id = 1;
+  s.relay = "test";
+  s.endpoint = net::Endpoint{"127.0.0.1", port};
+  s.client.ehlo_name = "gw-test";
+  return s;
+}
+
+TEST(UpstreamConnection, SendsAMessageThenQuits) {
+  LoopThread loop;
+  Recorder rec;
+  std::unique_ptr<FakeSmtpServer> server;
+  std::unique_ptr<UpstreamConnection> conn;
+  loop.call([&] {
+    server = std::make_unique<FakeSmtpServer>(loop.loop());
+    conn = std::make_unique<UpstreamConnection>(loop.loop(), settingsFor(server->port()), rec);
+    rec.on_ready = [&](UpstreamConnection& c) {
+      if (rec.ready == 1) {
+        smtp::Envelope env{"a@example.com", {"b@example.net", "c@example.net"}, false, false};
+        EXPECT_TRUE(c.send(env, "Subject: x\r\n\r\nbody\r\n").has_value());
+        EXPECT_FALSE(c.ready());
+      } else {
+        c.quit();
+      }
+    };
+    conn->start();
+  });
+  ASSERT_TRUE(loop.eventually([&] { return rec.closed == 1; }));
+  loop.call([&] {
+    EXPECT_FALSE(rec.close_error.has_value()) << rec.close_error->describe();
+    EXPECT_TRUE(rec.established);
+    ASSERT_EQ(rec.results.size(), 1U);
+    EXPECT_EQ(rec.results[0].outcome, smtp::MessageOutcome::kDelivered);
+    EXPECT_TRUE(rec.end_of_data[0]);
+    EXPECT_EQ(server->quits, 1);
+    ASSERT_EQ(server->accepted.size(), 1U);
+    EXPECT_EQ(server->accepted[0].body, "Subject: x\r\n\r\nbody\r\n");
+    conn.reset();
+    server.reset();
+  });
+}
+
+TEST(UpstreamConnection, RefusedConnectIsReportedAsClosedBeforeReady) {
+  LoopThread loop;
+  Recorder rec;
+  std::unique_ptr<UpstreamConnection> conn;
+  const uint16_t port = unusedPort();
+  loop.call([&] {
+    conn = std::make_unique<UpstreamConnection>(loop.loop(), settingsFor(port), rec);
+    conn->start();
+  });
+  ASSERT_TRUE(loop.eventually([&] { return rec.closed == 1; }));
+  loop.call([&] {
+    ASSERT_TRUE(rec.close_error.has_value());
+    EXPECT_EQ(rec.close_error->code, "net.connect");
+    EXPECT_FALSE(rec.established);
+    EXPECT_EQ(rec.ready, 0);
+    conn.reset();
+  });
+}
+
+TEST(UpstreamConnection, SilentServerTimesOut) {
+  LoopThread loop;
+  Recorder rec;
+  net::ListenerPtr listener;
+  std::vector<net::ConnectionPtr> accepted;
+  std::unique_ptr<UpstreamConnection> conn;
+  loop.call([&] {
+    auto l = net::Listener::listen(loop.loop(), net::Endpoint{"127.0.0.1", 0},
+                                   [&](net::ConnectionPtr c) { accepted.push_back(std::move(c)); });
+    ASSERT_TRUE(l.has_value());
+    listener = std::move(*l);
+    UpstreamSettings s = settingsFor(listener->port());
+    s.timeouts.reply = milliseconds(50);
+    conn = std::make_unique<UpstreamConnection>(loop.loop(), s, rec);
+    conn->start();
+  });
+  ASSERT_TRUE(loop.eventually([&] { return rec.closed == 1; }));
+  loop.call([&] {
+    ASSERT_TRUE(rec.close_error.has_value());
+    EXPECT_NE(rec.close_error->message.find("no reply from the server"), std::string::npos)
+        << rec.close_error->describe();
+    EXPECT_FALSE(rec.established);
+    conn.reset();
+    accepted.clear();
+    listener.reset();
+  });
+}
+
+TEST(UpstreamConnection, QuitBeforeConnectedEndsQuietly) {
+  LoopThread loop;
+  Recorder rec;
+  std::unique_ptr<UpstreamConnection> conn;
+  const uint16_t port = unusedPort();
+  loop.call([&] {
+    conn = std::make_unique<UpstreamConnection>(loop.loop(), settingsFor(port), rec);
+    conn->start();
+    conn->quit();
+    EXPECT_EQ(rec.closed, 0); // never from inside the call
+  });
+  ASSERT_TRUE(loop.eventually([&] { return rec.closed == 1; }));
+  loop.call([&] {
+    EXPECT_FALSE(rec.close_error.has_value());
+    conn.reset();
+  });
+}
+
+} // namespace
+} // namespace mailgate::relay::test
