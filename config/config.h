@@ -103,9 +103,9 @@ struct Upstream {
   std::string host;
   std::uint16_t port = 0;
   TlsMode tls = TlsMode::kStarttls;
-  bool allow_self_signed = false; // accept any certificate (explicit opt-in, "custom" access)
+  bool allow_self_signed = false; // accept a self-signed server certificate (explicit opt-in)
   std::string ca_file;            // extra trust anchors, PEM; resolved path; empty: system store
-  std::vector<std::string> pins;  // SHA-256 of the server's SubjectPublicKeyInfo, lower-case hex
+  std::vector<std::string> pins;  // SHA-256 of the server certificate's DER, lower-case hex
 };
 
 struct Microsoft365Limits {

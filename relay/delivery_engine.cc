@@ -288,7 +288,7 @@ struct DeliveryEngine::State final : UpstreamConnection::Observer,
     UpstreamConnection& conn = *slot->conn;
     pool.slots.push_back(std::move(slot));
     ++stats.connections_opened;
-    log->debug("conn=c{} relay={} connecting ({} message(s) ready, {} connection(s))", conn.id(),
+    log->debug("conn=u{} relay={} connecting ({} message(s) ready, {} connection(s))", conn.id(),
                pool.label, pool.ready.size(), pool.slots.size());
     conn.start();
   }
@@ -299,7 +299,7 @@ struct DeliveryEngine::State final : UpstreamConnection::Observer,
       return;
     }
     if (draining || slot.messages >= messages_per_connection) {
-      log->debug("conn=c{} relay={} closing after {} message(s){}", slot.conn->id(), pool.label,
+      log->debug("conn=u{} relay={} closing after {} message(s){}", slot.conn->id(), pool.label,
                  slot.messages, draining ? " (draining)" : "");
       slot.quitting = true;
       slot.idle_timer->stop();
@@ -309,7 +309,7 @@ struct DeliveryEngine::State final : UpstreamConnection::Observer,
     Slot* raw = &slot;
     Pool* p = &pool;
     slot.idle_timer->start(options.idle_timeout, [this, p, raw] {
-      log->debug("conn=c{} relay={} idle for {} ms, closing", raw->conn->id(), p->label,
+      log->debug("conn=u{} relay={} idle for {} ms, closing", raw->conn->id(), p->label,
                  options.idle_timeout.count());
       raw->quitting = true;
       raw->conn->quit();
@@ -337,7 +337,7 @@ struct DeliveryEngine::State final : UpstreamConnection::Observer,
       slot->counted_ready = true;
       ++stats.connections_ready;
       if (pool->backoff->attempts() > 0) {
-        log->info("conn=c{} relay={} connected again; {} message(s) waiting", conn.id(),
+        log->info("conn=u{} relay={} connected again; {} message(s) waiting", conn.id(),
                   pool->label, pool->ready.size());
       }
       pool->backoff->reset();
@@ -367,9 +367,9 @@ struct DeliveryEngine::State final : UpstreamConnection::Observer,
                           : Error("smtp.closed", "the server ended the session before it was "
                                                  "ready"));
     } else if (error) {
-      log->warn("conn=c{} relay={} connection ended: {}", id, pool->label, error->describe());
+      log->warn("conn=u{} relay={} connection ended: {}", id, pool->label, error->describe());
     } else {
-      log->debug("conn=c{} relay={} closed", id, pool->label);
+      log->debug("conn=u{} relay={} closed", id, pool->label);
     }
     pump(*pool);
     checkDrain();
@@ -378,19 +378,19 @@ struct DeliveryEngine::State final : UpstreamConnection::Observer,
   // A connection could not be set up: nobody's attempt is consumed; the whole pool waits.
   void onPoolFailure(Pool& pool, uint64_t conn_id, const Error& error) {
     if (draining) {
-      log->info("conn=c{} relay={} connection failed while draining: {}", conn_id, pool.label,
+      log->info("conn=u{} relay={} connection failed while draining: {}", conn_id, pool.label,
                 error.describe());
       return;
     }
     if (pool.backing_off) {
-      log->debug("conn=c{} relay={} connection failed: {}", conn_id, pool.label, error.describe());
+      log->debug("conn=u{} relay={} connection failed: {}", conn_id, pool.label, error.describe());
       return;
     }
     const milliseconds delay = pool.backoff->next();
     pool.backing_off = true;
     const auto level = isConfigurationError(error) ? spdlog::level::err : spdlog::level::warn;
     log->log(level,
-             "conn=c{} relay={} cannot deliver: {}; {} message(s) wait (no attempt counted), next "
+             "conn=u{} relay={} cannot deliver: {}; {} message(s) wait (no attempt counted), next "
              "connection in {} ms",
              conn_id, pool.label, error.describe(), pool.ready.size(), delay.count());
     Pool* p = &pool;
@@ -455,7 +455,7 @@ struct DeliveryEngine::State final : UpstreamConnection::Observer,
       --in_flight;
       const Error& e = r.error();
       if (isTransientStoreError(e)) {
-        log->warn("conn=c{} msg={} cannot start the attempt: {}; trying again in {} ms",
+        log->warn("conn=u{} msg={} cannot start the attempt: {}; trying again in {} ms",
                   att->conn_id, att->msg.id, e.describe(), options.store_retry.count());
         QueuedMessage msg = att->msg;
         msg.next_attempt_ms = wallClockMs() + options.store_retry.count();
@@ -463,7 +463,7 @@ struct DeliveryEngine::State final : UpstreamConnection::Observer,
         place(std::move(msg));
       } else {
         // Already sending (a second copy), final, deleted, or the store is closing.
-        log->warn("conn=c{} msg={} not sent: {}", att->conn_id, att->msg.id, e.describe());
+        log->warn("conn=u{} msg={} not sent: {}", att->conn_id, att->msg.id, e.describe());
         known.erase(att->msg.id);
         release(att);
       }
@@ -496,7 +496,7 @@ struct DeliveryEngine::State final : UpstreamConnection::Observer,
   void onBody(const AttemptPtr& att, Result<std::string> body) {
     const int64_t now = wallClockMs();
     if (!body) {
-      log->error("conn=c{} msg={} cannot read the message body: {}", att->conn_id, att->msg.id,
+      log->error("conn=u{} msg={} cannot read the message body: {}", att->conn_id, att->msg.id,
                  body.error().describe());
       release(att);
       record(att, wholeTempFailure(
@@ -509,7 +509,7 @@ struct DeliveryEngine::State final : UpstreamConnection::Observer,
       // Nothing reached the upstream, so the message is not to blame: it goes again shortly
       // rather than after a retry delay (shortly, not at once: a relay that drops every
       // connection right after EHLO must not turn this into a busy loop).
-      log->info("conn=c{} msg={} connection closed before the message was sent; requeued",
+      log->info("conn=u{} msg={} connection closed before the message was sent; requeued",
                 att->conn_id, att->msg.id);
       release(att);
       record(att,
@@ -541,7 +541,7 @@ struct DeliveryEngine::State final : UpstreamConnection::Observer,
       }
     }
     if (env.recipients.empty()) {
-      log->warn("conn=c{} msg={} no valid recipient left; failing it", att->conn_id, msg.id);
+      log->warn("conn=u{} msg={} no valid recipient left; failing it", att->conn_id, msg.id);
       AttemptOutcome o;
       o.id = msg.id;
       o.recipients = att->local;
@@ -562,13 +562,13 @@ struct DeliveryEngine::State final : UpstreamConnection::Observer,
         reply = "553 5.1.3 " + e.message;
       } else {
         // Not ready after all: a local condition, not the message's fault.
-        log->warn("conn=c{} msg={} could not start the transaction: {}", att->conn_id, msg.id,
+        log->warn("conn=u{} msg={} could not start the transaction: {}", att->conn_id, msg.id,
                   e.describe());
         release(att);
         record(att, wholeTempFailure(att, e.message, now));
         return;
       }
-      log->warn("conn=c{} msg={} cannot be sent through relay {}: {}", att->conn_id, msg.id,
+      log->warn("conn=u{} msg={} cannot be sent through relay {}: {}", att->conn_id, msg.id,
                 att->pool->label, e.describe());
       AttemptOutcome o;
       o.id = msg.id;
@@ -583,7 +583,7 @@ struct DeliveryEngine::State final : UpstreamConnection::Observer,
       record(att, std::move(o));
       return;
     }
-    log->debug("conn=c{} msg={} sending to {} recipient(s), {} bytes (attempt {})", att->conn_id,
+    log->debug("conn=u{} msg={} sending to {} recipient(s), {} bytes (attempt {})", att->conn_id,
                msg.id, env.recipients.size(), body->size(), msg.attempts);
   }
 
@@ -591,7 +591,7 @@ struct DeliveryEngine::State final : UpstreamConnection::Observer,
                         bool end_of_data_sent) override {
     auto [pool, slot] = find(conn);
     if (slot == nullptr || !slot->attempt) {
-      log->warn("conn=c{} result for no message", conn.id());
+      log->warn("conn=u{} result for no message", conn.id());
       return;
     }
     AttemptPtr att = std::move(slot->attempt);
@@ -618,7 +618,7 @@ struct DeliveryEngine::State final : UpstreamConnection::Observer,
       o.reply = "connection lost after the end of data (" + error_text +
                 "); the relay may have accepted the message, so it is sent again and may arrive "
                 "twice";
-      log->warn("conn=c{} msg={} connection lost after the final '.': outcome unknown; the "
+      log->warn("conn=u{} msg={} connection lost after the final '.': outcome unknown; the "
                 "message will be sent again and may be a duplicate ({})",
                 conn.id(), id, result.error->describe());
     } else if (result.error) {
@@ -656,7 +656,7 @@ struct DeliveryEngine::State final : UpstreamConnection::Observer,
         return;
       }
       if (!r && isTransientStoreError(r.error()) && !self->shut_down) {
-        self->log->warn("conn=c{} msg={} cannot record the attempt: {}; trying again in {} ms",
+        self->log->warn("conn=u{} msg={} cannot record the attempt: {}; trying again in {} ms",
                         conn_id, copy.id, r.error().describe(), self->options.store_retry.count());
         self->later(self->options.store_retry,
                     [s = self.get(), conn_id, copy] { s->submitRecord(conn_id, copy); });
@@ -671,7 +671,7 @@ struct DeliveryEngine::State final : UpstreamConnection::Observer,
   void onRecorded(uint64_t conn_id, const std::string& id, Result<QueuedMessage> r) {
     if (!r) {
       // The message stays `sending` in the store; recovery at the next start requeues it.
-      log->error("conn=c{} msg={} cannot record the attempt: {}", conn_id, id,
+      log->error("conn=u{} msg={} cannot record the attempt: {}", conn_id, id,
                  r.error().describe());
       known.erase(id);
       checkDrain();
@@ -688,7 +688,7 @@ struct DeliveryEngine::State final : UpstreamConnection::Observer,
     case MessageState::kDeferred: {
       ++stats.deferred;
       const int64_t wait = std::max<int64_t>(0, m.next_attempt_ms - wallClockMs());
-      log->info("conn=c{} msg={} deferred after attempt {}: {}; {} recipient(s) pending, next "
+      log->info("conn=u{} msg={} deferred after attempt {}: {}; {} recipient(s) pending, next "
                 "attempt in {} s",
                 conn_id, id, m.attempts, m.last_reply, m.pendingRecipients(), wait / 1000);
       place(std::move(m));
@@ -697,20 +697,20 @@ struct DeliveryEngine::State final : UpstreamConnection::Observer,
     case MessageState::kSent:
       ++stats.delivered;
       if (failed > 0) {
-        log->info("conn=c{} msg={} sent to {} recipient(s); {} failed", conn_id, id, sent, failed);
+        log->info("conn=u{} msg={} sent to {} recipient(s); {} failed", conn_id, id, sent, failed);
       } else {
-        log->info("conn=c{} msg={} sent to {} recipient(s)", conn_id, id, sent);
+        log->info("conn=u{} msg={} sent to {} recipient(s)", conn_id, id, sent);
       }
       known.erase(id);
       break;
     case MessageState::kFailed:
       ++stats.failed;
-      log->warn("conn=c{} msg={} failed: {}", conn_id, id, m.last_reply);
+      log->warn("conn=u{} msg={} failed: {}", conn_id, id, m.last_reply);
       known.erase(id);
       break;
     case MessageState::kQueued:
     case MessageState::kSending:
-      log->warn("conn=c{} msg={} left {} after the attempt", conn_id, id, toString(m.state));
+      log->warn("conn=u{} msg={} left {} after the attempt", conn_id, id, toString(m.state));
       known.erase(id);
       break;
     }

@@ -80,7 +80,7 @@ void UpstreamConnection::onConnected(Result<net::ConnectionPtr> result) {
     return;
   }
   conn_ = std::move(*result);
-  log_->debug("conn=c{} relay={} connected to {} from {} (net id {}){}", settings_.id,
+  log_->debug("conn=u{} relay={} connected to {} from {} (net id {}){}", settings_.id,
               settings_.relay, conn_->peerAddress(), conn_->localAddress(), conn_->id(),
               conn_->tlsActive() ? fmt::format(" with {}", conn_->tlsVersion()) : "");
   conn_->setCloseTimeout(settings_.timeouts.quit);
@@ -191,13 +191,13 @@ bool UpstreamConnection::drive() {
     std::visit(Overloaded{
                    [&](smtp::ClientSession::StartTls&) {
                      pumpOutput();
-                     log_->debug("conn=c{} relay={} starting TLS", settings_.id, settings_.relay);
+                     log_->debug("conn=u{} relay={} starting TLS", settings_.id, settings_.relay);
                      conn_->startTls(settings_.tls, "", [this, alive](Result<void> r) {
                        if (alive.expired()) {
                          return;
                        }
                        if (r) {
-                         log_->debug("conn=c{} relay={} STARTTLS done: {}", settings_.id,
+                         log_->debug("conn=u{} relay={} STARTTLS done: {}", settings_.id,
                                      settings_.relay, conn_->tlsVersion());
                          session_->tlsStarted();
                        } else {

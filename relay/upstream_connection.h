@@ -49,7 +49,8 @@ struct UpstreamTimeouts {
 };
 
 struct UpstreamSettings {
-  uint64_t id = 0;   // unique per process, "c<id>" on log lines
+  uint64_t id = 0;   // unique per process, "conn=u<id>" on log lines (u: upstream, apart from the
+                     // submission side's ids)
   std::string relay; // relay name, for log lines
   net::Endpoint endpoint;
   std::string bind_address; // egress.bind_address; empty: the kernel chooses
