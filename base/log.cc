@@ -96,6 +96,33 @@ std::size_t utf8SequenceLength(std::string_view text, std::size_t i) {
   return len;
 }
 
+bool isControl(unsigned char c) {
+  return c < 0x20 || c == 0x7f;
+}
+
+// The short escapes both formats write; empty for any other byte.
+std::string_view commonEscape(unsigned char c) {
+  switch (c) {
+  case '\\':
+    return "\\\\";
+  case '\n':
+    return "\\n";
+  case '\r':
+    return "\\r";
+  case '\t':
+    return "\\t";
+  default:
+    return {};
+  }
+}
+
+// Writes `prefix` then `c` as two lowercase hex digits: \x1b, \u001b.
+template <typename Out> void appendHexEscape(Out& out, std::string_view prefix, unsigned char c) {
+  appendBytes(out, prefix);
+  const std::array<char, 2> digits = {kHex[c >> 4], kHex[c & 0xf]};
+  appendBytes(out, std::string_view(digits.data(), digits.size()));
+}
+
 template <typename Out> void escapeJson(std::string_view text, Out& out) {
   std::size_t i = 0;
   while (i < text.size()) {
@@ -103,7 +130,7 @@ template <typename Out> void escapeJson(std::string_view text, Out& out) {
     if (c >= 0x80) {
       const std::size_t len = utf8SequenceLength(text, i);
       if (len == 0) {
-        appendBytes(out, "\\ufffd");
+        appendBytes(out, "\xef\xbf\xbd"); // U+FFFD for one invalid byte
         ++i;
       } else {
         appendBytes(out, text.substr(i, len));
@@ -111,35 +138,14 @@ template <typename Out> void escapeJson(std::string_view text, Out& out) {
       }
       continue;
     }
-    switch (c) {
-    case '"':
+    if (c == '"') {
       appendBytes(out, "\\\"");
-      break;
-    case '\\':
-      appendBytes(out, "\\\\");
-      break;
-    case '\n':
-      appendBytes(out, "\\n");
-      break;
-    case '\r':
-      appendBytes(out, "\\r");
-      break;
-    case '\t':
-      appendBytes(out, "\\t");
-      break;
-    case '\b':
-      appendBytes(out, "\\b");
-      break;
-    case '\f':
-      appendBytes(out, "\\f");
-      break;
-    default:
-      if (c < 0x20 || c == 0x7f) {
-        const std::array<char, 6> esc = {'\\', 'u', '0', '0', kHex[c >> 4], kHex[c & 0xf]};
-        appendBytes(out, std::string_view(esc.data(), esc.size()));
-      } else {
-        out.push_back(static_cast<char>(c));
-      }
+    } else if (const std::string_view esc = commonEscape(c); !esc.empty()) {
+      appendBytes(out, esc);
+    } else if (isControl(c)) {
+      appendHexEscape(out, "\\u00", c);
+    } else {
+      out.push_back(static_cast<char>(c));
     }
     ++i;
   }
@@ -148,26 +154,12 @@ template <typename Out> void escapeJson(std::string_view text, Out& out) {
 template <typename Out> void escapeText(std::string_view text, Out& out) {
   for (const char ch : text) {
     const auto c = static_cast<unsigned char>(ch);
-    switch (c) {
-    case '\\':
-      appendBytes(out, "\\\\");
-      break;
-    case '\n':
-      appendBytes(out, "\\n");
-      break;
-    case '\r':
-      appendBytes(out, "\\r");
-      break;
-    case '\t':
-      appendBytes(out, "\\t");
-      break;
-    default:
-      if (c < 0x20 || c == 0x7f) {
-        const std::array<char, 4> esc = {'\\', 'x', kHex[c >> 4], kHex[c & 0xf]};
-        appendBytes(out, std::string_view(esc.data(), esc.size()));
-      } else {
-        out.push_back(ch);
-      }
+    if (const std::string_view esc = commonEscape(c); !esc.empty()) {
+      appendBytes(out, esc);
+    } else if (isControl(c)) {
+      appendHexEscape(out, "\\x", c);
+    } else {
+      out.push_back(ch);
     }
   }
 }

@@ -568,6 +568,29 @@ std::optional<Secret> Reader::secretFromMap(const Entry& e) {
   return secretFile(*file);
 }
 
+// A key that must have a value, read as a string; a missing one is reported.
+void requiredStr(Reader& r, const Fields& f, std::string_view key, std::string& out) {
+  f.require(key);
+  r.str(f.get(key), out);
+}
+
+// A key that must have a value, read as a Secret; `out` is left alone when it has none.
+void requiredSecret(Reader& r, const Fields& f, std::string_view key, Secret& out) {
+  f.require(key);
+  if (auto s = r.secret(f.get(key))) {
+    out = std::move(*s);
+  }
+}
+
+// True when a list item is a mapping; otherwise reports it, naming some of the `expected` keys.
+bool isMappingItem(Reader& r, const Entry& item, std::string_view expected) {
+  if (!item.isNull() && item.value.IsMap()) {
+    return true;
+  }
+  r.error(item, fmt::format("expected a mapping ({}), got {}", expected, kindOf(item.value)));
+  return false;
+}
+
 std::optional<TlsFiles> readTlsFiles(Reader& r, const Entry* e) {
   if (e == nullptr) {
     return std::nullopt;
@@ -678,8 +701,7 @@ void readSmtpListener(Reader& r, const Entry* e, SmtpListener& s) {
 
 void readToken(Reader& r, const Entry& e, ApiToken& t) {
   const Fields f(r, &e, {"name", "secret", "secret_file", "roles", "tenants"});
-  f.require("name");
-  r.str(f.get("name"), t.name);
+  requiredStr(r, f, "name", t.name);
   const Entry* secret = f.get("secret");
   const Entry* secretFile = f.get("secret_file");
   if (secret != nullptr && secretFile != nullptr) {
@@ -710,10 +732,7 @@ void readApiListener(Reader& r, const Entry* e, ApiListener& a) {
   a.tls = readTlsFiles(r, f.get("tls"));
   for (const Entry& item : r.items(f.get("tokens"))) {
     ApiToken token;
-    if (item.isNull() || !item.value.IsMap()) {
-      r.error(item, fmt::format("expected a mapping (name, secret, roles...), got {}",
-                                kindOf(item.value)));
-    } else {
+    if (isMappingItem(r, item, "name, secret, roles...")) {
       readToken(r, item, token);
     }
     a.tokens.push_back(std::move(token));
@@ -790,12 +809,8 @@ void readRelay(Reader& r, const Entry& e, Relay& relay) {
   if (const Entry* auth = f.get("auth")) {
     const Fields af(r, auth, {"username", "password"});
     RelayAuth a;
-    af.require("username");
-    r.str(af.get("username"), a.username);
-    af.require("password");
-    if (auto p = r.secret(af.get("password"))) {
-      a.password = std::move(*p);
-    }
+    requiredStr(r, af, "username", a.username);
+    requiredSecret(r, af, "password", a.password);
     relay.auth = std::move(a);
   }
   const Fields lf(r, f.get("limits"),
@@ -824,10 +839,7 @@ void readRelays(Reader& r, const Entry* e, std::map<std::string, Relay>& relays)
     }
     Relay relay;
     relay.name = name;
-    if (item.isNull() || !item.value.IsMap()) {
-      r.error(item,
-              fmt::format("expected a mapping (host, port, tls...), got {}", kindOf(item.value)));
-    } else {
+    if (isMappingItem(r, item, "host, port, tls...")) {
       readRelay(r, item, relay);
     }
     relays.emplace(name, std::move(relay));
@@ -837,19 +849,14 @@ void readRelays(Reader& r, const Entry* e, std::map<std::string, Relay>& relays)
 void readWebhooks(Reader& r, const Entry* e, std::vector<Webhook>& hooks) {
   for (const Entry& item : r.items(e)) {
     Webhook hook;
-    if (item.isNull() || !item.value.IsMap()) {
-      r.error(item, fmt::format("expected a mapping (url, secret, events, tenants), got {}",
-                                kindOf(item.value)));
+    if (!isMappingItem(r, item, "url, secret, events, tenants")) {
       hooks.push_back(std::move(hook));
       continue;
     }
     const Fields f(r, &item, {"url", "secret", "events", "tenants"});
     f.require("url");
     r.url(f.get("url"), hook.url, {"https", "http"});
-    f.require("secret");
-    if (auto s = r.secret(f.get("secret"))) {
-      hook.secret = std::move(*s);
-    }
+    requiredSecret(r, f, "secret", hook.secret);
     if (const Entry* events = f.get("events")) {
       hook.events = r.strings(events);
     }
@@ -862,8 +869,7 @@ void readWebhooks(Reader& r, const Entry* e, std::vector<Webhook>& hooks) {
 
 void readMailbox(Reader& r, const Entry& e, const Microsoft365& m365, Mailbox& mb) {
   const Fields f(r, &e, {"address", "aliases", "access", "auth", "smtp", "imap", "sync"});
-  f.require("address");
-  r.str(f.get("address"), mb.address);
+  requiredStr(r, f, "address", mb.address);
   mb.aliases = r.strings(f.get("aliases"));
   r.choice(f.get("access"), mb.access, kAccessNames);
   if (const Entry* auth = f.get("auth")) {
@@ -896,19 +902,13 @@ void readTenant(Reader& r, const Entry& e, const Microsoft365& m365, Tenant& t) 
   const Fields f(r, &e,
                  {"id", "oauth", "limits", "fallback", "priority_reserve_percent", "on_disconnect",
                   "bcc_address", "mailboxes"});
-  f.require("id");
-  r.str(f.get("id"), t.id);
+  requiredStr(r, f, "id", t.id);
   if (const Entry* oauth = f.get("oauth")) {
     const Fields of(r, oauth, {"tenant_id", "client_id", "client_secret"});
     TenantOauth o;
-    of.require("tenant_id");
-    r.str(of.get("tenant_id"), o.tenant_id);
-    of.require("client_id");
-    r.str(of.get("client_id"), o.client_id);
-    of.require("client_secret");
-    if (auto s = r.secret(of.get("client_secret"))) {
-      o.client_secret = std::move(*s);
-    }
+    requiredStr(r, of, "tenant_id", o.tenant_id);
+    requiredStr(r, of, "client_id", o.client_id);
+    requiredSecret(r, of, "client_secret", o.client_secret);
     t.oauth = std::move(o);
   }
   t.limits = m365.limits;
@@ -919,10 +919,7 @@ void readTenant(Reader& r, const Entry& e, const Microsoft365& m365, Tenant& t) 
   r.str(f.get("bcc_address"), t.bcc_address);
   for (const Entry& item : r.items(f.get("mailboxes"))) {
     Mailbox mb;
-    if (item.isNull() || !item.value.IsMap()) {
-      r.error(item,
-              fmt::format("expected a mapping (address, auth...), got {}", kindOf(item.value)));
-    } else {
+    if (isMappingItem(r, item, "address, auth...")) {
       readMailbox(r, item, m365, mb);
     }
     t.mailboxes.push_back(std::move(mb));
@@ -933,10 +930,7 @@ void readTenants(Reader& r, const Entry* e, const Microsoft365& m365,
                  std::vector<Tenant>& tenants) {
   for (const Entry& item : r.items(e)) {
     Tenant t;
-    if (item.isNull() || !item.value.IsMap()) {
-      r.error(item,
-              fmt::format("expected a mapping (id, mailboxes...), got {}", kindOf(item.value)));
-    } else {
+    if (isMappingItem(r, item, "id, mailboxes...")) {
       readTenant(r, item, m365, t);
     }
     tenants.push_back(std::move(t));

@@ -40,7 +40,7 @@ private:
   bool after_key_ = false;
 };
 
-// Appends `s` as a quoted, escaped JSON string.
+// Appends `s` as a quoted JSON string, escaped by mailgate::appendJsonEscaped (base/log.h).
 void appendJsonString(std::string& out, std::string_view s);
 
 // "2026-11-23T14:30:00.123Z" for milliseconds since the Unix epoch (UTC).

@@ -79,6 +79,44 @@ QueuedMessage readMessage(const Statement& s) {
   return m;
 }
 
+// Reads address, status and last reply, starting at column `first`.
+RecipientState readRecipient(const Statement& s, int first) {
+  return RecipientState{s.text(first), parseStatus(s.text(first + 1)), s.text(first + 2)};
+}
+
+// Steps `s` to its last row, calling onRow() at each one. The caller binds and scopes `s`.
+template <typename OnRow> Result<void> forEachRow(Statement& s, OnRow&& onRow) {
+  for (;;) {
+    auto row = s.step();
+    if (!row) {
+      return std::unexpected(std::move(row.error()));
+    }
+    if (!*row) {
+      return {};
+    }
+    onRow();
+  }
+}
+
+// Steps `s` to its one row: store.not_found when there is none (no message `id`).
+Result<void> stepToMessage(Statement& s, const std::string& id) {
+  auto row = s.step();
+  if (!row) {
+    return std::unexpected(std::move(row.error()));
+  }
+  if (!*row) {
+    return fail("store.not_found", fmt::format("no queued message with id {}", id));
+  }
+  return {};
+}
+
+// Runs `s` with ?1 = `param` and appends column 0 of every row to `out`.
+Result<void> collectText(Statement& s, int64_t param, std::vector<std::string>& out) {
+  StatementScope scope(s);
+  s.bind(1, param);
+  return forEachRow(s, [&] { out.push_back(s.text(0)); });
+}
+
 int64_t wallClockMs() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
              std::chrono::system_clock::now().time_since_epoch())
@@ -281,28 +319,13 @@ Result<QueuedMessage> QueueTables::get(const std::string& id) {
     auto& s = st_->select_message;
     StatementScope scope(s);
     s.bind(1, id);
-    auto row = s.step();
-    if (!row) {
-      return std::unexpected(std::move(row.error()));
-    }
-    if (!*row) {
-      return fail("store.not_found", fmt::format("no queued message with id {}", id));
-    }
+    MG_TRY(stepToMessage(s, id));
     m = readMessage(s);
   }
   auto& s = st_->select_recipients;
   StatementScope scope(s);
   s.bind(1, id);
-  for (;;) {
-    auto row = s.step();
-    if (!row) {
-      return std::unexpected(std::move(row.error()));
-    }
-    if (!*row) {
-      break;
-    }
-    m.recipients.push_back(RecipientState{s.text(0), parseStatus(s.text(1)), s.text(2)});
-  }
+  MG_TRY(forEachRow(s, [&] { m.recipients.push_back(readRecipient(s, 0)); }));
   return m;
 }
 
@@ -313,18 +336,15 @@ Result<void> QueueTables::markSending(const std::string& id, int64_t now_ms) {
     s.bind(1, id).bind(2, now_ms);
     MG_TRY(s.run());
   }
-  if (db_.changes() == 0) {
-    auto m = get(id);
-    if (!m) {
-      return std::unexpected(std::move(m.error()));
-    }
-    return fail("store.state",
-                fmt::format("message {} is {}; only queued or deferred messages can be sent", id,
-                            toString(m->state)));
-  }
+  const bool started = db_.changes() != 0;
   auto m = get(id);
   if (!m) {
     return std::unexpected(std::move(m.error()));
+  }
+  if (!started) {
+    return fail("store.state",
+                fmt::format("message {} is {}; only queued or deferred messages can be sent", id,
+                            toString(m->state)));
   }
   JsonWriter w;
   beginData(w, *m, fmt::format("delivery attempt {}", m->attempts));
@@ -448,13 +468,7 @@ Result<std::string> QueueTables::loadBody(const std::string& id) {
   auto& s = st_->select_body;
   StatementScope scope(s);
   s.bind(1, id);
-  auto row = s.step();
-  if (!row) {
-    return std::unexpected(std::move(row.error()));
-  }
-  if (!*row) {
-    return fail("store.not_found", fmt::format("no queued message with id {}", id));
-  }
+  MG_TRY(stepToMessage(s, id));
   return s.blob(0);
 }
 
@@ -462,14 +476,7 @@ Result<relay::QueueCounts> QueueTables::counts() {
   relay::QueueCounts c;
   auto& s = st_->count_states;
   StatementScope scope(s);
-  for (;;) {
-    auto row = s.step();
-    if (!row) {
-      return std::unexpected(std::move(row.error()));
-    }
-    if (!*row) {
-      return c;
-    }
+  MG_TRY(forEachRow(s, [&] {
     const auto n = static_cast<uint64_t>(s.int64(1));
     switch (parseState(s.text(0))) {
     case MessageState::kQueued:
@@ -488,28 +495,15 @@ Result<relay::QueueCounts> QueueTables::counts() {
       c.failed = n;
       break;
     }
-  }
+  }));
+  return c;
 }
 
 Result<std::vector<QueuedMessage>> QueueTables::recover(int64_t now_ms) {
   // 1. Attempts a crash interrupted: we cannot know whether the upstream took the message, so
   //    it goes out again (at-least-once) and the event says so.
   std::vector<std::string> interrupted;
-  {
-    auto& s = st_->requeue_sending;
-    StatementScope scope(s);
-    s.bind(1, now_ms);
-    for (;;) {
-      auto row = s.step();
-      if (!row) {
-        return std::unexpected(std::move(row.error()));
-      }
-      if (!*row) {
-        break;
-      }
-      interrupted.push_back(s.text(0));
-    }
-  }
+  MG_TRY(collectText(st_->requeue_sending, now_ms, interrupted));
   for (const auto& id : interrupted) {
     auto m = get(id);
     if (!m) {
@@ -528,21 +522,7 @@ Result<std::vector<QueuedMessage>> QueueTables::recover(int64_t now_ms) {
 
   // 2. Lifetimes that ended while the daemon was down.
   std::vector<std::string> expired;
-  {
-    auto& s = st_->select_expired;
-    StatementScope scope(s);
-    s.bind(1, now_ms);
-    for (;;) {
-      auto row = s.step();
-      if (!row) {
-        return std::unexpected(std::move(row.error()));
-      }
-      if (!*row) {
-        break;
-      }
-      expired.push_back(s.text(0));
-    }
-  }
+  MG_TRY(collectText(st_->select_expired, now_ms, expired));
   for (const auto& id : expired) {
     MG_TRY(expire(id, now_ms));
   }
@@ -553,33 +533,18 @@ Result<std::vector<QueuedMessage>> QueueTables::recover(int64_t now_ms) {
   {
     auto& s = st_->select_active;
     StatementScope scope(s);
-    for (;;) {
-      auto row = s.step();
-      if (!row) {
-        return std::unexpected(std::move(row.error()));
-      }
-      if (!*row) {
-        break;
-      }
+    MG_TRY(forEachRow(s, [&] {
       out.push_back(readMessage(s));
       index.emplace(out.back().id, out.size() - 1);
-    }
+    }));
   }
   auto& s = st_->select_active_recipients;
   StatementScope scope(s);
-  for (;;) {
-    auto row = s.step();
-    if (!row) {
-      return std::unexpected(std::move(row.error()));
-    }
-    if (!*row) {
-      break;
-    }
+  MG_TRY(forEachRow(s, [&] {
     if (auto it = index.find(s.text(0)); it != index.end()) {
-      out[it->second].recipients.push_back(
-          RecipientState{s.text(1), parseStatus(s.text(2)), s.text(3)});
+      out[it->second].recipients.push_back(readRecipient(s, 1));
     }
-  }
+  }));
   return out;
 }
 
@@ -588,17 +553,11 @@ Result<std::vector<StoredEvent>> QueueTables::listEvents(int64_t after_seq, size
   auto& s = st_->list_events;
   StatementScope scope(s);
   s.bind(1, after_seq).bind(2, static_cast<int64_t>(limit));
-  for (;;) {
-    auto row = s.step();
-    if (!row) {
-      return std::unexpected(std::move(row.error()));
-    }
-    if (!*row) {
-      return out;
-    }
+  MG_TRY(forEachRow(s, [&] {
     out.push_back(StoredEvent{s.int64(0), s.text(1), s.text(2), s.text(3), s.text(4), s.text(5),
                               s.text(6), s.text(7)});
-  }
+  }));
+  return out;
 }
 
 Result<void> QueueTables::setMaxDbBytes(uint64_t bytes) {

@@ -4,6 +4,7 @@ Every server binds 127.0.0.1 on a free port and lives in a temporary directory r
 Binaries are found through the environment variables ctest sets (MAILGATED), falling back to the
 Release build.
 """
+import atexit
 import contextlib
 import email
 import os
@@ -17,6 +18,19 @@ import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 MAILGATED = os.environ.get("MAILGATED", str(ROOT / "build" / "mailgated"))
+
+
+_started = []  # every server process a test started, so none outlives the test run
+
+
+def _reap_all():
+    for proc in _started:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+atexit.register(_reap_all)
 
 
 def free_port(host="127.0.0.1"):
@@ -79,7 +93,8 @@ class SmtpSink:
         if dump:
             args += ["-d", str(self.dir) + "/%H%M%S."]
         args += list(extra_args) + [f"127.0.0.1:{self.port}", "1000"]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _started.append(self.proc)
         wait_port("127.0.0.1", self.port, proc=self.proc)
 
     def files(self):
@@ -126,6 +141,7 @@ class Mailgated:
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([MAILGATED, "--config", str(self.config_path)],
                                      stdout=self.log, stderr=subprocess.STDOUT, env=self.env)
+        _started.append(self.proc)
         try:
             wait_port("127.0.0.1", self.smtp_port, proc=self.proc)
         except (RuntimeError, TimeoutError) as e:

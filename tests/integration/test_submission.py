@@ -36,23 +36,22 @@ def rss_kib(pid):
 class SubmissionTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
+        # Class cleanups run even when setUpClass fails half-way, so no server outlives the test.
         cls.tmp_ctx = Workdir()
         cls.tmp = cls.tmp_ctx.__enter__()
+        cls.addClassCleanup(cls.tmp_ctx.__exit__, None, None, None)
         cls.cert, cls.key = make_cert(cls.tmp)
         cls.sink = SmtpSink(cls.tmp)
+        cls.addClassCleanup(cls.sink.stop)
         yaml = gateway_yaml(cls.sink.port, tls=(cls.cert, cls.key), require_tls=True,
                             extra_smtp="    max_message_bytes: 100000\n"
                                        "    max_recipients: 5\n"
                                        "    max_auth_failures: 2\n"
                                        "    command_timeout: 3s\n"
                                        "    max_line_length: 1000\n")
-        cls.gw = Mailgated(cls.tmp, yaml, env={"MAILGATE_TEST_TOKEN": TOKEN}).start()
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.gw.stop()
-        cls.sink.stop()
-        cls.tmp_ctx.__exit__(None, None, None)
+        cls.gw = Mailgated(cls.tmp, yaml, env={"MAILGATE_TEST_TOKEN": TOKEN})
+        cls.addClassCleanup(cls.gw.stop)
+        cls.gw.start()
 
     def tls_context(self):
         ctx = ssl.create_default_context(cafile=str(self.cert))

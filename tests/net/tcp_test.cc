@@ -21,34 +21,18 @@ using test::EchoServer;
 using test::RecordingHandler;
 using test::TestLoop;
 
-// Connects, writes `message`, and waits until it came back; then closes and waits for onClose.
+// Echoes `message` through `endpoint` (an EchoServer), expecting every step to succeed.
 void echoOnce(TestLoop& loop, const Endpoint& endpoint, const std::string& message,
               ConnectOptions options = {}) {
-  RecordingHandler handler;
-  ConnectionPtr conn;
-  handler.on_read = [&](std::span<const char>) {
-    if (handler.received.size() >= message.size()) {
-      conn->close();
-    }
-  };
-  handler.on_close = [&] { loop->stop(); };
-  auto pending = connect(*loop, endpoint, options, [&](Result<ConnectionPtr> result) {
-    if (!result) {
-      ADD_FAILURE() << result.error().describe();
-      loop->stop();
-      return;
-    }
-    conn = std::move(*result);
-    EXPECT_TRUE(conn->isOpen());
-    EXPECT_FALSE(conn->peerAddress().empty());
-    EXPECT_FALSE(conn->localAddress().empty());
-    conn->setHandler(&handler);
-    conn->write(message);
+  const auto result = test::echo(loop, endpoint, std::move(options), message, [](Connection& conn) {
+    EXPECT_TRUE(conn.isOpen());
+    EXPECT_FALSE(conn.peerAddress().empty());
+    EXPECT_FALSE(conn.localAddress().empty());
   });
-  loop.run();
-  EXPECT_EQ(handler.received, message);
-  EXPECT_TRUE(handler.closed);
-  EXPECT_FALSE(handler.close_error) << handler.close_error->describe();
+  ASSERT_FALSE(result.connect_error) << result.connect_error->describe();
+  EXPECT_EQ(result.echoed, message);
+  EXPECT_TRUE(result.closed);
+  EXPECT_FALSE(result.close_error) << result.close_error->describe();
 }
 
 TEST(Tcp, EchoOverIpv4) {
@@ -167,17 +151,9 @@ TEST(Tcp, BindAddressIsTheSourceTheServerSees) {
 TEST(Tcp, BindAddressNotOnThisMachineIsAnError) {
   TestLoop loop;
   EchoServer server(*loop, "127.0.0.1");
-  std::optional<Error> error;
   ConnectOptions options;
   options.bind_address = "192.0.2.1"; // TEST-NET-1: never assigned here; bind fails locally
-  auto pending = connect(*loop, server.endpoint(), options, [&](Result<ConnectionPtr> result) {
-    EXPECT_FALSE(result);
-    if (!result) {
-      error = result.error();
-    }
-    loop->stop();
-  });
-  loop.run();
+  const auto error = test::connectError(loop, server.endpoint(), options);
   ASSERT_TRUE(error);
   EXPECT_EQ(error->code, "net.bind") << error->describe();
   EXPECT_NE(error->hint.find("bind_address"), std::string::npos) << error->describe();
@@ -185,16 +161,9 @@ TEST(Tcp, BindAddressNotOnThisMachineIsAnError) {
 
 TEST(Tcp, BindAddressOfTheWrongFamilyIsAnError) {
   TestLoop loop;
-  std::optional<Error> error;
   ConnectOptions options;
   options.bind_address = "::1";
-  auto pending = connect(*loop, Endpoint{"127.0.0.1", 9}, options, [&](Result<ConnectionPtr> r) {
-    if (!r) {
-      error = r.error();
-    }
-    loop->stop();
-  });
-  loop.run();
+  const auto error = test::connectError(loop, Endpoint{"127.0.0.1", 9}, options);
   ASSERT_TRUE(error);
   EXPECT_EQ(error->code, "net.bind") << error->describe();
 }
@@ -206,17 +175,8 @@ TEST(Tcp, ConnectRefused) {
     EchoServer closed(*loop, "127.0.0.1");
     port = closed.endpoint().port;
   }
-  std::optional<Error> error;
-  bool inside_connect = true;
-  auto pending = connect(*loop, Endpoint{"127.0.0.1", port}, {}, [&](Result<ConnectionPtr> r) {
-    EXPECT_FALSE(inside_connect);
-    if (!r) {
-      error = r.error();
-    }
-    loop->stop();
-  });
-  inside_connect = false;
-  loop.run();
+  // connectError() also checks that the refusal is reported in a later turn, not inline.
+  const auto error = test::connectError(loop, Endpoint{"127.0.0.1", port});
   ASSERT_TRUE(error);
   EXPECT_EQ(error->code, "net.connect");
   EXPECT_NE(error->message.find("refused"), std::string::npos) << error->describe();
@@ -265,17 +225,9 @@ private:
 TEST(Tcp, ConnectTimeout) {
   TestLoop loop;
   FullBacklog backlog;
-  std::optional<Error> error;
   ConnectOptions options;
   options.timeout = milliseconds(200);
-  auto pending =
-      connect(*loop, Endpoint{"127.0.0.1", backlog.port()}, options, [&](Result<ConnectionPtr> r) {
-        if (!r) {
-          error = r.error();
-        }
-        loop->stop();
-      });
-  loop.run();
+  const auto error = test::connectError(loop, Endpoint{"127.0.0.1", backlog.port()}, options);
   ASSERT_TRUE(error);
   EXPECT_EQ(error->code, "net.connect_timeout") << error->describe();
   EXPECT_FALSE(error->hint.empty());
@@ -320,26 +272,20 @@ TEST(Tcp, DestroyingAConnectionInsideItsOwnOnReadIsSafe) {
 
 TEST(Tcp, DestroyingAConnectionInsideOnCloseIsSafe) {
   TestLoop loop;
-  RecordingHandler server_handler;
-  ConnectionPtr server_conn;
-  auto listener = Listener::listen(*loop, Endpoint{"127.0.0.1", 0}, [&](ConnectionPtr c) {
-    server_conn = std::move(c);
-    server_conn->setHandler(&server_handler);
-  });
-  ASSERT_TRUE(listener) << listener.error().describe();
-  server_handler.on_close = [&] {
-    server_conn.reset();
+  test::RecordingServer server(*loop);
+  server.handler.on_close = [&] {
+    server.conn.reset();
     loop->defer([&] { loop->stop(); });
   };
   ConnectionPtr client;
-  auto pending = connect(*loop, (*listener)->endpoint(), {}, [&](Result<ConnectionPtr> result) {
+  auto pending = connect(*loop, server.endpoint(), {}, [&](Result<ConnectionPtr> result) {
     ASSERT_TRUE(result) << result.error().describe();
     client = std::move(*result);
     client->close();
   });
   loop.run();
-  EXPECT_TRUE(server_handler.closed);
-  EXPECT_FALSE(server_handler.close_error);
+  EXPECT_TRUE(server.handler.closed);
+  EXPECT_FALSE(server.handler.close_error);
 }
 
 TEST(Tcp, CallbacksNeverFireInsideUserCalls) {
@@ -378,25 +324,14 @@ TEST(Tcp, CallbacksNeverFireInsideUserCalls) {
 
 TEST(Tcp, CloseFlushesEverythingWrittenBefore) {
   TestLoop loop;
-  RecordingHandler server_handler;
-  ConnectionPtr server_conn;
-  auto listener = Listener::listen(*loop, Endpoint{"127.0.0.1", 0}, [&](ConnectionPtr c) {
-    server_conn = std::move(c);
-    server_conn->setHandler(&server_handler);
-  });
-  ASSERT_TRUE(listener) << listener.error().describe();
+  test::RecordingServer server(*loop);
   const std::string data = test::pattern(2 * 1024 * 1024, 5);
   RecordingHandler client_handler;
-  int closes = 0;
-  auto closed = [&] {
-    if (++closes == 2) {
-      loop->stop();
-    }
-  };
-  server_handler.on_close = closed;
-  client_handler.on_close = closed;
+  const auto both_closed = test::stopAfter(loop, 2);
+  server.handler.on_close = both_closed;
+  client_handler.on_close = both_closed;
   ConnectionPtr client;
-  auto pending = connect(*loop, (*listener)->endpoint(), {}, [&](Result<ConnectionPtr> result) {
+  auto pending = connect(*loop, server.endpoint(), {}, [&](Result<ConnectionPtr> result) {
     ASSERT_TRUE(result) << result.error().describe();
     client = std::move(*result);
     client->setHandler(&client_handler);
@@ -406,22 +341,16 @@ TEST(Tcp, CloseFlushesEverythingWrittenBefore) {
     EXPECT_FALSE(client->isOpen());
   });
   loop.run();
-  EXPECT_TRUE(server_handler.received == data);
-  EXPECT_FALSE(server_handler.close_error);
+  EXPECT_TRUE(server.handler.received == data);
+  EXPECT_FALSE(server.handler.close_error);
   EXPECT_FALSE(client_handler.close_error);
 }
 
 TEST(Tcp, DestroyingAfterCloseStillDeliversTheLastBytes) {
   TestLoop loop;
-  RecordingHandler server_handler;
-  ConnectionPtr server_conn;
-  auto listener = Listener::listen(*loop, Endpoint{"127.0.0.1", 0}, [&](ConnectionPtr c) {
-    server_conn = std::move(c);
-    server_conn->setHandler(&server_handler);
-  });
-  ASSERT_TRUE(listener) << listener.error().describe();
-  server_handler.on_close = [&] { loop->stop(); };
-  auto pending = connect(*loop, (*listener)->endpoint(), {}, [&](Result<ConnectionPtr> result) {
+  test::RecordingServer server(*loop);
+  server.handler.on_close = [&] { loop->stop(); };
+  auto pending = connect(*loop, server.endpoint(), {}, [&](Result<ConnectionPtr> result) {
     ASSERT_TRUE(result) << result.error().describe();
     ConnectionPtr client = std::move(*result);
     client->write("221 2.0.0 Bye\r\n");
@@ -429,22 +358,15 @@ TEST(Tcp, DestroyingAfterCloseStillDeliversTheLastBytes) {
     // `client` is destroyed here: the graceful close goes on in the background.
   });
   loop.run();
-  EXPECT_EQ(server_handler.received, "221 2.0.0 Bye\r\n");
-  EXPECT_FALSE(server_handler.close_error);
+  EXPECT_EQ(server.handler.received, "221 2.0.0 Bye\r\n");
+  EXPECT_FALSE(server.handler.close_error);
 }
 
 TEST(Tcp, ListenerStopRefusesNewConnections) {
   TestLoop loop;
   EchoServer server(*loop, "127.0.0.1");
   server.listener().stop();
-  std::optional<Error> error;
-  auto pending = connect(*loop, server.endpoint(), {}, [&](Result<ConnectionPtr> r) {
-    if (!r) {
-      error = r.error();
-    }
-    loop->stop();
-  });
-  loop.run();
+  const auto error = test::connectError(loop, server.endpoint());
   ASSERT_TRUE(error);
   EXPECT_EQ(error->code, "net.connect");
 }
@@ -504,15 +426,12 @@ namespace {
 
 TEST(TcpClose, GivesUpWhenThePeerStopsReading) {
   TestLoop loop;
-  std::vector<ConnectionPtr> idle; // accepted, never read: their receive windows fill up
-  auto listener = Listener::listen(*loop, Endpoint{"127.0.0.1", 0},
-                                   [&](ConnectionPtr c) { idle.push_back(std::move(c)); });
-  ASSERT_TRUE(listener);
+  test::SilentServer idle(*loop); // never reads: the receive window fills up
   RecordingHandler handler;
   handler.on_close = [&] { loop->stop(); };
   ConnectionPtr client;
   const std::string big(64 * 1024 * 1024, 'x'); // far more than loopback socket buffers hold
-  auto pending = connect(*loop, (*listener)->endpoint(), {}, [&](Result<ConnectionPtr> r) {
+  auto pending = connect(*loop, idle.endpoint(), {}, [&](Result<ConnectionPtr> r) {
     ASSERT_TRUE(r) << r.error().describe();
     client = std::move(*r);
     client->setHandler(&handler);
@@ -527,14 +446,11 @@ TEST(TcpClose, GivesUpWhenThePeerStopsReading) {
 
 TEST(TcpClose, CompletesCleanlyWhenThePeerNeverClosesItsSide) {
   TestLoop loop;
-  std::vector<ConnectionPtr> idle; // never read, so they never see our FIN nor answer it
-  auto listener = Listener::listen(*loop, Endpoint{"127.0.0.1", 0},
-                                   [&](ConnectionPtr c) { idle.push_back(std::move(c)); });
-  ASSERT_TRUE(listener);
+  test::SilentServer idle(*loop); // never reads, so never sees our FIN nor answers it
   RecordingHandler handler;
   handler.on_close = [&] { loop->stop(); };
   ConnectionPtr client;
-  auto pending = connect(*loop, (*listener)->endpoint(), {}, [&](Result<ConnectionPtr> r) {
+  auto pending = connect(*loop, idle.endpoint(), {}, [&](Result<ConnectionPtr> r) {
     ASSERT_TRUE(r) << r.error().describe();
     client = std::move(*r);
     client->setHandler(&handler);

@@ -94,6 +94,87 @@ EchoServer::EchoServer(Loop& loop, const std::string& host, TlsContextPtr implic
 
 EchoServer::~EchoServer() = default;
 
+EchoResult echo(TestLoop& loop, const Endpoint& endpoint, ConnectOptions options,
+                const std::string& message, const std::function<void(Connection&)>& connected) {
+  EchoResult out;
+  RecordingHandler handler;
+  ConnectionPtr conn;
+  handler.on_read = [&](std::span<const char>) {
+    if (handler.received.size() >= message.size()) {
+      conn->close();
+    }
+  };
+  handler.on_close = [&] { loop->stop(); };
+  auto pending = connect(*loop, endpoint, std::move(options), [&](Result<ConnectionPtr> result) {
+    if (!result) {
+      out.connect_error = result.error();
+      loop->stop();
+      return;
+    }
+    conn = std::move(*result);
+    if (connected) {
+      connected(*conn);
+    }
+    conn->setHandler(&handler);
+    conn->write(message);
+  });
+  loop.run();
+  out.echoed = handler.received;
+  out.closed = handler.closed;
+  out.close_error = handler.close_error;
+  return out;
+}
+
+RecordingServer::RecordingServer(Loop& loop, TlsContextPtr implicit_tls) {
+  auto listener = Listener::listen(loop, Endpoint{"127.0.0.1", 0}, [this](ConnectionPtr c) {
+    conn = std::move(c);
+    conn->setHandler(&handler);
+  });
+  if (!listener) {
+    ADD_FAILURE() << listener.error().describe();
+    return;
+  }
+  listener_ = std::move(*listener);
+  if (implicit_tls) {
+    listener_->setTls(std::move(implicit_tls));
+  }
+}
+
+SilentServer::SilentServer(Loop& loop) {
+  auto listener = Listener::listen(loop, Endpoint{"127.0.0.1", 0},
+                                   [this](ConnectionPtr c) { accepted_.push_back(std::move(c)); });
+  if (!listener) {
+    ADD_FAILURE() << listener.error().describe();
+    return;
+  }
+  listener_ = std::move(*listener);
+}
+
+std::function<void()> stopAfter(TestLoop& loop, int n) {
+  auto calls = std::make_shared<int>(0);
+  return [&loop, n, calls] {
+    if (++*calls == n) {
+      loop->stop();
+    }
+  };
+}
+
+std::optional<Error> connectError(TestLoop& loop, const Endpoint& endpoint,
+                                  ConnectOptions options) {
+  std::optional<Error> error;
+  bool inside_connect = true;
+  auto pending = connect(*loop, endpoint, std::move(options), [&](Result<ConnectionPtr> result) {
+    EXPECT_FALSE(inside_connect) << "connect() completed inline";
+    if (!result) {
+      error = result.error();
+    }
+    loop->stop();
+  });
+  inside_connect = false;
+  loop.run();
+  return error;
+}
+
 std::string pattern(size_t size, unsigned seed) {
   std::string out(size, '\0');
   uint32_t x = seed * 2654435761u + 1;

@@ -70,6 +70,55 @@ private:
   std::vector<std::unique_ptr<Session>> sessions_;
 };
 
+// What echo() saw.
+struct EchoResult {
+  std::optional<Error> connect_error; // the connect failed; nothing else was tried
+  std::string echoed;
+  bool closed = false;
+  std::optional<Error> close_error;
+};
+
+// Connects to `endpoint` (an EchoServer), runs `connected` on the new connection, writes
+// `message`, waits until as many bytes came back, then closes and waits for onClose.
+EchoResult echo(TestLoop& loop, const Endpoint& endpoint, ConnectOptions options,
+                const std::string& message,
+                const std::function<void(Connection&)>& connected = nullptr);
+
+// Listens on 127.0.0.1:0 (implicit TLS with `implicit_tls`) and keeps the connection it accepts
+// last in `conn`, reporting to `handler`. Fails the test if it cannot listen.
+class RecordingServer {
+public:
+  explicit RecordingServer(Loop& loop, TlsContextPtr implicit_tls = nullptr);
+  [[nodiscard]] Endpoint endpoint() const { return listener_ ? listener_->endpoint() : Endpoint{}; }
+  RecordingHandler handler;
+  ConnectionPtr conn;
+
+private:
+  ListenerPtr listener_;
+};
+
+// Listens on 127.0.0.1:0 and keeps every connection it accepts without ever reading from it,
+// writing to it or closing it: a peer that never answers. Fails the test if it cannot listen.
+class SilentServer {
+public:
+  explicit SilentServer(Loop& loop);
+  [[nodiscard]] Endpoint endpoint() const { return listener_ ? listener_->endpoint() : Endpoint{}; }
+
+private:
+  std::vector<ConnectionPtr> accepted_;
+  ListenerPtr listener_;
+};
+
+// A callback that stops `loop` the `n`-th time it is called, through any of its copies (for
+// example as the on_close of both ends of a connection).
+std::function<void()> stopAfter(TestLoop& loop, int n);
+
+// Connects to `endpoint` and runs the loop until the attempt completes; returns its error, or
+// nullopt when it connected (the connection is then closed). Also checks that the completion
+// never fires inside connect().
+std::optional<Error> connectError(TestLoop& loop, const Endpoint& endpoint,
+                                  ConnectOptions options = {});
+
 // A deterministic byte pattern of `size` bytes.
 std::string pattern(size_t size, unsigned seed = 1);
 

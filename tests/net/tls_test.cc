@@ -36,6 +36,19 @@ TlsContextPtr clientContext(TlsClientOptions options) {
   return ctx ? *ctx : nullptr;
 }
 
+// The server certificate issued by the test CA, for implicit TLS or startTls().
+TlsContextPtr caIssuedServer(const test::Pki& pki) {
+  return serverContext(pki.server_cert, pki.server_key);
+}
+
+// Implicit TLS to "localhost", verified against the test CA.
+ConnectOptions verifiedTls(const test::Pki& pki) {
+  ConnectOptions options;
+  options.tls = clientContext({.ca_file = pki.ca_cert});
+  options.sni = "localhost";
+  return options;
+}
+
 // Implicit-TLS connect to `endpoint`; returns the error, or echoes `message` and returns nullopt.
 struct TlsOutcome {
   std::optional<Error> error;
@@ -47,34 +60,18 @@ struct TlsOutcome {
 TlsOutcome tlsEcho(TestLoop& loop, const Endpoint& endpoint, TlsContextPtr client,
                    const std::string& sni, const std::string& message = "hello over TLS") {
   TlsOutcome out;
-  RecordingHandler handler;
-  ConnectionPtr conn;
-  handler.on_read = [&](std::span<const char>) {
-    if (handler.received.size() >= message.size()) {
-      conn->close();
-    }
-  };
-  handler.on_close = [&] { loop->stop(); };
   ConnectOptions options;
   options.tls = std::move(client);
   options.sni = sni;
-  auto pending = connect(*loop, endpoint, options, [&](Result<ConnectionPtr> result) {
-    if (!result) {
-      out.error = result.error();
-      loop->stop();
-      return;
-    }
-    conn = std::move(*result);
-    EXPECT_TRUE(conn->tlsActive());
-    out.version = conn->tlsVersion();
-    out.alpn = conn->alpnSelected();
-    conn->setHandler(&handler);
-    conn->write(message);
+  auto result = test::echo(loop, endpoint, std::move(options), message, [&](Connection& conn) {
+    EXPECT_TRUE(conn.tlsActive());
+    out.version = conn.tlsVersion();
+    out.alpn = conn.alpnSelected();
   });
-  loop.run();
-  out.echoed = handler.received;
+  out.error = std::move(result.connect_error);
+  out.echoed = std::move(result.echoed);
   if (!out.error) {
-    EXPECT_FALSE(handler.close_error) << handler.close_error->describe();
+    EXPECT_FALSE(result.close_error) << result.close_error->describe();
   }
   return out;
 }
@@ -82,7 +79,7 @@ TlsOutcome tlsEcho(TestLoop& loop, const Endpoint& endpoint, TlsContextPtr clien
 TEST(Tls, ImplicitTlsEchoVerifiedAgainstACaFile) {
   REQUIRE_PKI();
   TestLoop loop;
-  EchoServer server(*loop, "127.0.0.1", serverContext(pki->server_cert, pki->server_key));
+  EchoServer server(*loop, "127.0.0.1", caIssuedServer(*pki));
   auto out =
       tlsEcho(loop, server.endpoint(), clientContext({.ca_file = pki->ca_cert}), "localhost");
   ASSERT_FALSE(out.error) << out.error->describe();
@@ -94,7 +91,7 @@ TEST(Tls, ImplicitTlsEchoVerifiedAgainstACaFile) {
 TEST(Tls, IpAddressIsCheckedAgainstTheCertificateWithoutSni) {
   REQUIRE_PKI();
   TestLoop loop;
-  EchoServer server(*loop, "127.0.0.1", serverContext(pki->server_cert, pki->server_key));
+  EchoServer server(*loop, "127.0.0.1", caIssuedServer(*pki));
   // No SNI given: the endpoint's host (an IP literal) is verified against the IP SANs.
   auto out = tlsEcho(loop, server.endpoint(), clientContext({.ca_file = pki->ca_cert}), "");
   ASSERT_FALSE(out.error) << out.error->describe();
@@ -103,7 +100,7 @@ TEST(Tls, IpAddressIsCheckedAgainstTheCertificateWithoutSni) {
 TEST(Tls, SystemCasRejectAPrivateCaWithAClearError) {
   REQUIRE_PKI();
   TestLoop loop;
-  EchoServer server(*loop, "127.0.0.1", serverContext(pki->server_cert, pki->server_key));
+  EchoServer server(*loop, "127.0.0.1", caIssuedServer(*pki));
   auto out = tlsEcho(loop, server.endpoint(), clientContext({}), "localhost");
   ASSERT_TRUE(out.error);
   EXPECT_EQ(out.error->code, "tls.verify") << out.error->describe();
@@ -146,7 +143,7 @@ TEST(Tls, AllowSelfSignedStillChecksTheHostName) {
 TEST(Tls, AllowSelfSignedDoesNotAcceptAnUnknownCa) {
   REQUIRE_PKI();
   TestLoop loop;
-  EchoServer server(*loop, "127.0.0.1", serverContext(pki->server_cert, pki->server_key));
+  EchoServer server(*loop, "127.0.0.1", caIssuedServer(*pki));
   auto out =
       tlsEcho(loop, server.endpoint(), clientContext({.allow_self_signed = true}), "localhost");
   ASSERT_TRUE(out.error);
@@ -165,7 +162,7 @@ TEST(Tls, VerifyPeerFalseAcceptsAnyCertificateAndName) {
 TEST(Tls, PinningAcceptsTheRightFingerprint) {
   REQUIRE_PKI();
   TestLoop loop;
-  EchoServer server(*loop, "127.0.0.1", serverContext(pki->server_cert, pki->server_key));
+  EchoServer server(*loop, "127.0.0.1", caIssuedServer(*pki));
   auto out = tlsEcho(loop, server.endpoint(),
                      clientContext({.ca_file = pki->ca_cert, .pins = {pki->server_fingerprint}}),
                      "localhost");
@@ -175,7 +172,7 @@ TEST(Tls, PinningAcceptsTheRightFingerprint) {
 TEST(Tls, PinningRejectsAWrongFingerprint) {
   REQUIRE_PKI();
   TestLoop loop;
-  EchoServer server(*loop, "127.0.0.1", serverContext(pki->server_cert, pki->server_key));
+  EchoServer server(*loop, "127.0.0.1", caIssuedServer(*pki));
   auto out = tlsEcho(loop, server.endpoint(),
                      clientContext({.ca_file = pki->ca_cert, .pins = {std::string(64, 'a')}}),
                      "localhost");
@@ -243,7 +240,7 @@ TEST(Tls, NoCommonAlpnStillConnectsWithoutAlpn) {
 TEST(Tls, LargeTransferOverTls) {
   REQUIRE_PKI();
   TestLoop loop;
-  EchoServer server(*loop, "127.0.0.1", serverContext(pki->server_cert, pki->server_key));
+  EchoServer server(*loop, "127.0.0.1", caIssuedServer(*pki));
   const std::string data = test::pattern(4 * 1024 * 1024, 9);
   auto out =
       tlsEcho(loop, server.endpoint(), clientContext({.ca_file = pki->ca_cert}), "localhost", data);
@@ -255,7 +252,7 @@ TEST(Tls, LargeTransferOverTls) {
 TEST(Tls, StartTlsUpgradesALivePlaintextConnection) {
   REQUIRE_PKI();
   TestLoop loop;
-  auto server_tls = serverContext(pki->server_cert, pki->server_key);
+  auto server_tls = caIssuedServer(*pki);
   auto client_tls = clientContext({.ca_file = pki->ca_cert});
 
   struct Server : Connection::Handler {
@@ -338,10 +335,8 @@ TEST(Tls, StartTlsUpgradesALivePlaintextConnection) {
 TEST(Tls, StartTlsTwiceIsRejectedWithoutCallingBackInline) {
   REQUIRE_PKI();
   TestLoop loop;
-  EchoServer server(*loop, "127.0.0.1", serverContext(pki->server_cert, pki->server_key));
-  ConnectOptions options;
-  options.tls = clientContext({.ca_file = pki->ca_cert});
-  options.sni = "localhost";
+  EchoServer server(*loop, "127.0.0.1", caIssuedServer(*pki));
+  const ConnectOptions options = verifiedTls(*pki);
   ConnectionPtr conn;
   std::optional<Error> error;
   bool inside = false;
@@ -389,7 +384,7 @@ TEST(Tls, ServerHandshakeTimesOutWhenThePeerStopsMidHandshake) {
   auto listener =
       Listener::listen(*loop, Endpoint{"127.0.0.1", 0}, [&](ConnectionPtr) { accepted = true; });
   ASSERT_TRUE(listener);
-  (*listener)->setTls(serverContext(pki->server_cert, pki->server_key), milliseconds(100));
+  (*listener)->setTls(caIssuedServer(*pki), milliseconds(100));
   (*listener)->onError([&](const Error& e) {
     errors.push_back(e);
     loop->stop();
@@ -413,22 +408,10 @@ TEST(Tls, ServerHandshakeTimesOutWhenThePeerStopsMidHandshake) {
 TEST(Tls, ClientHandshakeTimesOutWhenTheServerNeverAnswers) {
   REQUIRE_PKI();
   TestLoop loop;
-  std::vector<ConnectionPtr> silent;
-  auto listener = Listener::listen(*loop, Endpoint{"127.0.0.1", 0},
-                                   [&](ConnectionPtr c) { silent.push_back(std::move(c)); });
-  ASSERT_TRUE(listener);
-  ConnectOptions options;
-  options.tls = clientContext({.ca_file = pki->ca_cert});
-  options.sni = "localhost";
+  test::SilentServer silent(*loop);
+  ConnectOptions options = verifiedTls(*pki);
   options.handshake_timeout = milliseconds(100);
-  std::optional<Error> error;
-  auto pending = connect(*loop, (*listener)->endpoint(), options, [&](Result<ConnectionPtr> r) {
-    if (!r) {
-      error = r.error();
-    }
-    loop->stop();
-  });
-  loop.run();
+  const auto error = test::connectError(loop, silent.endpoint(), options);
   ASSERT_TRUE(error);
   EXPECT_EQ(error->code, "tls.handshake_timeout") << error->describe();
 }
@@ -444,7 +427,7 @@ TEST(Tls, Tls11IsRefused) {
   auto listener =
       Listener::listen(*loop, Endpoint{"127.0.0.1", 0}, [&](ConnectionPtr) { accepted = true; });
   ASSERT_TRUE(listener);
-  (*listener)->setTls(serverContext(pki->server_cert, pki->server_key));
+  (*listener)->setTls(caIssuedServer(*pki));
   (*listener)->onError([&](const Error& e) {
     errors.push_back(e);
     loop->stop();
@@ -517,22 +500,20 @@ TEST(Tls, BytesThatArriveBeforeTheHandlerIsSetAreKept) {
     later->start(milliseconds(30), [&] { server_conn->setHandler(&server_handler); });
   });
   ASSERT_TRUE(listener);
-  (*listener)->setTls(serverContext(pki->server_cert, pki->server_key));
+  (*listener)->setTls(caIssuedServer(*pki));
   const std::string message = test::pattern(100000, 3);
   server_handler.on_read = [&](std::span<const char>) {
     if (server_handler.received.size() == message.size()) {
       loop->stop();
     }
   };
-  ConnectOptions options;
-  options.tls = clientContext({.ca_file = pki->ca_cert});
-  options.sni = "localhost";
   ConnectionPtr client;
-  auto pending = connect(*loop, (*listener)->endpoint(), options, [&](Result<ConnectionPtr> r) {
-    ASSERT_TRUE(r) << r.error().describe();
-    client = std::move(*r);
-    client->write(message);
-  });
+  auto pending =
+      connect(*loop, (*listener)->endpoint(), verifiedTls(*pki), [&](Result<ConnectionPtr> r) {
+        ASSERT_TRUE(r) << r.error().describe();
+        client = std::move(*r);
+        client->write(message);
+      });
   loop.run();
   EXPECT_TRUE(server_handler.received == message);
 }
@@ -540,66 +521,41 @@ TEST(Tls, BytesThatArriveBeforeTheHandlerIsSetAreKept) {
 TEST(Tls, PausedReadingHoldsDecryptedDataUntilResumed) {
   REQUIRE_PKI();
   TestLoop loop;
-  RecordingHandler server_handler;
-  ConnectionPtr server_conn;
   auto resume = Timer::create(*loop);
   int pauses = 0;
   const std::string message = test::pattern(1024 * 1024, 4);
-  auto listener = Listener::listen(*loop, Endpoint{"127.0.0.1", 0}, [&](ConnectionPtr c) {
-    server_conn = std::move(c);
-    server_conn->setHandler(&server_handler);
-  });
-  ASSERT_TRUE(listener);
-  (*listener)->setTls(serverContext(pki->server_cert, pki->server_key));
+  test::RecordingServer server(*loop, caIssuedServer(*pki));
   // Pause after every piece and resume a little later: every byte still arrives, in order.
-  server_handler.on_read = [&](std::span<const char>) {
-    if (server_handler.received.size() == message.size()) {
+  server.handler.on_read = [&](std::span<const char>) {
+    if (server.handler.received.size() == message.size()) {
       loop->stop();
       return;
     }
     ++pauses;
-    server_conn->pauseRead();
-    resume->start(milliseconds(0), [&] { server_conn->resumeRead(); });
+    server.conn->pauseRead();
+    resume->start(milliseconds(0), [&] { server.conn->resumeRead(); });
   };
-  ConnectOptions options;
-  options.tls = clientContext({.ca_file = pki->ca_cert});
-  options.sni = "localhost";
   ConnectionPtr client;
-  auto pending = connect(*loop, (*listener)->endpoint(), options, [&](Result<ConnectionPtr> r) {
+  auto pending = connect(*loop, server.endpoint(), verifiedTls(*pki), [&](Result<ConnectionPtr> r) {
     ASSERT_TRUE(r) << r.error().describe();
     client = std::move(*r);
     client->write(message);
   });
   loop.run(std::chrono::seconds(60));
-  EXPECT_TRUE(server_handler.received == message);
+  EXPECT_TRUE(server.handler.received == message);
   EXPECT_GT(pauses, 1);
 }
 
 TEST(Tls, GracefulCloseSendsCloseNotify) {
   REQUIRE_PKI();
   TestLoop loop;
-  RecordingHandler server_handler;
-  ConnectionPtr server_conn;
-  auto listener = Listener::listen(*loop, Endpoint{"127.0.0.1", 0}, [&](ConnectionPtr c) {
-    server_conn = std::move(c);
-    server_conn->setHandler(&server_handler);
-  });
-  ASSERT_TRUE(listener);
-  (*listener)->setTls(serverContext(pki->server_cert, pki->server_key));
+  test::RecordingServer server(*loop, caIssuedServer(*pki));
   RecordingHandler client_handler;
-  int closes = 0;
-  auto closed = [&] {
-    if (++closes == 2) {
-      loop->stop();
-    }
-  };
-  server_handler.on_close = closed;
-  client_handler.on_close = closed;
-  ConnectOptions options;
-  options.tls = clientContext({.ca_file = pki->ca_cert});
-  options.sni = "localhost";
+  const auto both_closed = test::stopAfter(loop, 2);
+  server.handler.on_close = both_closed;
+  client_handler.on_close = both_closed;
   ConnectionPtr client;
-  auto pending = connect(*loop, (*listener)->endpoint(), options, [&](Result<ConnectionPtr> r) {
+  auto pending = connect(*loop, server.endpoint(), verifiedTls(*pki), [&](Result<ConnectionPtr> r) {
     ASSERT_TRUE(r) << r.error().describe();
     client = std::move(*r);
     client->setHandler(&client_handler);
@@ -607,8 +563,8 @@ TEST(Tls, GracefulCloseSendsCloseNotify) {
     client->close();
   });
   loop.run();
-  EXPECT_EQ(server_handler.received, "* BYE\r\n");
-  EXPECT_FALSE(server_handler.close_error);
+  EXPECT_EQ(server.handler.received, "* BYE\r\n");
+  EXPECT_FALSE(server.handler.close_error);
   EXPECT_FALSE(client_handler.close_error);
 }
 

@@ -12,6 +12,16 @@ namespace {
 
 using std::chrono::milliseconds;
 
+// A server that offers `mechanisms` and accepts only `username` with `password`.
+FakeSmtpServer::Options authServer(std::string mechanisms, std::string username,
+                                   std::string password) {
+  FakeSmtpServer::Options o;
+  o.auth_mechanisms = std::move(mechanisms);
+  o.username = std::move(username);
+  o.password = std::move(password);
+  return o;
+}
+
 DeliveryOptions fastOptions() {
   DeliveryOptions o;
   o.connect_backoff = net::BackoffOptions{milliseconds(10), milliseconds(80), 2.0, 0.2, 7};
@@ -35,6 +45,29 @@ protected:
       return e ? std::move(*e) : nullptr;
     });
     ASSERT_NE(engine, nullptr);
+  }
+
+  // A server that holds its reply to every end of data (until releaseHeld()), and an engine with
+  // one connection: a submitted message stays in flight.
+  void startHoldingServerAndEngine() {
+    startServer();
+    loop.call([&] {
+      server->on_data_end = [](int, const FakeSmtpServer::Message&) {
+        return std::string(FakeSmtpServer::kHold);
+      };
+    });
+    startEngine(makeConfig(port, 1));
+  }
+
+  // A server context for testCert(); nullptr when the openssl command is missing (skip then).
+  static net::TlsContextPtr testServerTls() {
+    const TestCert& cert = testCert();
+    if (cert.cert.empty()) {
+      return nullptr;
+    }
+    auto ctx = net::TlsContext::server({cert.cert, cert.key, {}});
+    EXPECT_TRUE(ctx.has_value()) << ctx.error().describe();
+    return ctx ? *ctx : nullptr;
   }
 
   std::string submit(NewMessage m) {
@@ -360,13 +393,7 @@ TEST_F(DeliveryTest, InvalidRecipientFailsLocallyAndTheRestIsSent) {
 }
 
 TEST_F(DeliveryTest, DrainFinishesTheMessageInFlight) {
-  startServer();
-  loop.call([&] {
-    server->on_data_end = [](int, const FakeSmtpServer::Message&) {
-      return std::string(FakeSmtpServer::kHold);
-    };
-  });
-  startEngine(makeConfig(port, 1));
+  startHoldingServerAndEngine();
   const std::string id = submit(makeMessage({"a@example.net"}));
   ASSERT_TRUE(loop.eventually([&] { return server->holding; }));
   bool drained = false;
@@ -400,13 +427,7 @@ TEST_F(DeliveryTest, DrainWithNothingInFlightCompletes) {
 }
 
 TEST_F(DeliveryTest, DestroyedWhileSendingLeavesTheMessageSending) {
-  startServer();
-  loop.call([&] {
-    server->on_data_end = [](int, const FakeSmtpServer::Message&) {
-      return std::string(FakeSmtpServer::kHold);
-    };
-  });
-  startEngine(makeConfig(port, 1));
+  startHoldingServerAndEngine();
   const std::string id = submit(makeMessage({"a@example.net"}));
   ASSERT_TRUE(loop.eventually([&] { return server->holding; }));
   loop.call([&] {
@@ -520,11 +541,7 @@ TEST_F(DeliveryTest, DestroyedFromInsideTheDrainCallback) {
 }
 
 TEST_F(DeliveryTest, AuthFailureKeepsTheMailWithoutAttempts) {
-  FakeSmtpServer::Options o;
-  o.auth_mechanisms = "PLAIN LOGIN";
-  o.username = "relay-user";
-  o.password = "right";
-  startServer(o);
+  startServer(authServer("PLAIN LOGIN", "relay-user", "right"));
   auto c = makeConfig(port);
   c.relays["default"].auth = config::RelayAuth{"relay-user", Secret("wrong")};
   startEngine(c);
@@ -539,11 +556,7 @@ TEST_F(DeliveryTest, AuthFailureKeepsTheMailWithoutAttempts) {
 
 TEST_F(DeliveryTest, AuthPlainAndLogin) {
   for (auto mech : {smtp::ClientAuth::kPlain, smtp::ClientAuth::kLogin}) {
-    FakeSmtpServer::Options o;
-    o.auth_mechanisms = "LOGIN PLAIN";
-    o.username = "relay-user";
-    o.password = "s3cret";
-    startServer(o);
+    startServer(authServer("LOGIN PLAIN", "relay-user", "s3cret"));
     auto c = makeConfig(port);
     c.relays["default"].auth = config::RelayAuth{"relay-user", Secret("s3cret")};
     options.auth_mechanism["default"] = mech;
@@ -573,11 +586,7 @@ private:
 };
 
 TEST_F(DeliveryTest, XOAuth2WithATokenSource) {
-  FakeSmtpServer::Options o;
-  o.auth_mechanisms = "XOAUTH2";
-  o.username = "rep1@acme.example";
-  o.password = "ya29.token";
-  startServer(o);
+  startServer(authServer("XOAUTH2", "rep1@acme.example", "ya29.token"));
   auto c = makeConfig(port);
   c.relays["default"].auth = config::RelayAuth{"rep1@acme.example", Secret()};
   auto tokens = std::make_shared<FixedTokenSource>(loop.loop(), "ya29.token");
@@ -592,21 +601,16 @@ TEST_F(DeliveryTest, XOAuth2WithATokenSource) {
 }
 
 TEST_F(DeliveryTest, StartTls) {
-  const TestCert& cert = testCert();
-  if (cert.cert.empty()) {
+  auto tls = testServerTls();
+  if (!tls) {
     GTEST_SKIP() << "openssl command not available";
   }
-  auto ctx = net::TlsContext::server({cert.cert, cert.key, {}});
-  ASSERT_TRUE(ctx.has_value()) << ctx.error().describe();
-  FakeSmtpServer::Options o;
-  o.starttls = *ctx;
-  o.auth_mechanisms = "PLAIN";
-  o.username = "u";
-  o.password = "p";
+  FakeSmtpServer::Options o = authServer("PLAIN", "u", "p");
+  o.starttls = tls;
   startServer(o);
   auto c = makeConfig(port);
   c.relays["default"].server.tls = config::TlsMode::kStarttls;
-  c.relays["default"].server.ca_file = cert.cert;
+  c.relays["default"].server.ca_file = testCert().cert;
   c.relays["default"].auth = config::RelayAuth{"u", Secret("p")};
   startEngine(c);
   EXPECT_EQ(store->waitFinal(submit(makeMessage({"a@example.net"}))).state, MessageState::kSent);
@@ -618,14 +622,12 @@ TEST_F(DeliveryTest, StartTls) {
 }
 
 TEST_F(DeliveryTest, ImplicitTls) {
-  const TestCert& cert = testCert();
-  if (cert.cert.empty()) {
+  auto tls = testServerTls();
+  if (!tls) {
     GTEST_SKIP() << "openssl command not available";
   }
-  auto ctx = net::TlsContext::server({cert.cert, cert.key, {}});
-  ASSERT_TRUE(ctx.has_value()) << ctx.error().describe();
   FakeSmtpServer::Options o;
-  o.implicit_tls = *ctx;
+  o.implicit_tls = tls;
   startServer(o);
   auto c = makeConfig(port);
   c.relays["default"].server.tls = config::TlsMode::kImplicit;
@@ -639,14 +641,12 @@ TEST_F(DeliveryTest, ImplicitTls) {
 }
 
 TEST_F(DeliveryTest, UntrustedCertificateIsAConnectionFailure) {
-  const TestCert& cert = testCert();
-  if (cert.cert.empty()) {
+  auto tls = testServerTls();
+  if (!tls) {
     GTEST_SKIP() << "openssl command not available";
   }
-  auto ctx = net::TlsContext::server({cert.cert, cert.key, {}});
-  ASSERT_TRUE(ctx.has_value());
   FakeSmtpServer::Options o;
-  o.starttls = *ctx;
+  o.starttls = tls;
   startServer(o);
   auto c = makeConfig(port);
   c.relays["default"].server.tls = config::TlsMode::kStarttls; // system CAs only

@@ -47,14 +47,40 @@ UpstreamSettings settingsFor(uint16_t port) {
   return s;
 }
 
-TEST(UpstreamConnection, SendsAMessageThenQuits) {
+// Everything that lives on the loop thread is made and destroyed there: tests create it inside
+// loop.call(), TearDown() destroys it, the connection first.
+class UpstreamConnectionTest : public ::testing::Test {
+protected:
+  // Loop thread: creates the connection to `settings`, reporting to `rec`, and starts it.
+  void start(UpstreamSettings settings) {
+    conn = std::make_unique<UpstreamConnection>(loop.loop(), std::move(settings), rec);
+    conn->start();
+  }
+  // Waits until the connection reported onUpstreamClosed(); false only after the hang guard.
+  [[nodiscard]] bool waitClosed() {
+    return loop.eventually([&] { return rec.closed == 1; });
+  }
+
+  void TearDown() override {
+    loop.call([&] {
+      conn.reset();
+      server.reset();
+      accepted.clear();
+      listener.reset();
+    });
+  }
+
   LoopThread loop;
   Recorder rec;
   std::unique_ptr<FakeSmtpServer> server;
+  net::ListenerPtr listener;
+  std::vector<net::ConnectionPtr> accepted;
   std::unique_ptr<UpstreamConnection> conn;
+};
+
+TEST_F(UpstreamConnectionTest, SendsAMessageThenQuits) {
   loop.call([&] {
     server = std::make_unique<FakeSmtpServer>(loop.loop());
-    conn = std::make_unique<UpstreamConnection>(loop.loop(), settingsFor(server->port()), rec);
     rec.on_ready = [&](UpstreamConnection& c) {
       if (rec.ready == 1) {
         smtp::Envelope env{"a@example.com", {"b@example.net", "c@example.net"}, false, false};
@@ -64,9 +90,9 @@ TEST(UpstreamConnection, SendsAMessageThenQuits) {
         c.quit();
       }
     };
-    conn->start();
+    start(settingsFor(server->port()));
   });
-  ASSERT_TRUE(loop.eventually([&] { return rec.closed == 1; }));
+  ASSERT_TRUE(waitClosed());
   loop.call([&] {
     EXPECT_FALSE(rec.close_error.has_value()) << rec.close_error->describe();
     EXPECT_TRUE(rec.established);
@@ -76,36 +102,22 @@ TEST(UpstreamConnection, SendsAMessageThenQuits) {
     EXPECT_EQ(server->quits, 1);
     ASSERT_EQ(server->accepted.size(), 1U);
     EXPECT_EQ(server->accepted[0].body, "Subject: x\r\n\r\nbody\r\n");
-    conn.reset();
-    server.reset();
   });
 }
 
-TEST(UpstreamConnection, RefusedConnectIsReportedAsClosedBeforeReady) {
-  LoopThread loop;
-  Recorder rec;
-  std::unique_ptr<UpstreamConnection> conn;
+TEST_F(UpstreamConnectionTest, RefusedConnectIsReportedAsClosedBeforeReady) {
   const uint16_t port = unusedPort();
-  loop.call([&] {
-    conn = std::make_unique<UpstreamConnection>(loop.loop(), settingsFor(port), rec);
-    conn->start();
-  });
-  ASSERT_TRUE(loop.eventually([&] { return rec.closed == 1; }));
+  loop.call([&] { start(settingsFor(port)); });
+  ASSERT_TRUE(waitClosed());
   loop.call([&] {
     ASSERT_TRUE(rec.close_error.has_value());
     EXPECT_EQ(rec.close_error->code, "net.connect");
     EXPECT_FALSE(rec.established);
     EXPECT_EQ(rec.ready, 0);
-    conn.reset();
   });
 }
 
-TEST(UpstreamConnection, SilentServerTimesOut) {
-  LoopThread loop;
-  Recorder rec;
-  net::ListenerPtr listener;
-  std::vector<net::ConnectionPtr> accepted;
-  std::unique_ptr<UpstreamConnection> conn;
+TEST_F(UpstreamConnectionTest, SilentServerTimesOut) {
   loop.call([&] {
     auto l = net::Listener::listen(loop.loop(), net::Endpoint{"127.0.0.1", 0},
                                    [&](net::ConnectionPtr c) { accepted.push_back(std::move(c)); });
@@ -113,37 +125,26 @@ TEST(UpstreamConnection, SilentServerTimesOut) {
     listener = std::move(*l);
     UpstreamSettings s = settingsFor(listener->port());
     s.timeouts.reply = milliseconds(50);
-    conn = std::make_unique<UpstreamConnection>(loop.loop(), s, rec);
-    conn->start();
+    start(s);
   });
-  ASSERT_TRUE(loop.eventually([&] { return rec.closed == 1; }));
+  ASSERT_TRUE(waitClosed());
   loop.call([&] {
     ASSERT_TRUE(rec.close_error.has_value());
     EXPECT_NE(rec.close_error->message.find("no reply from the server"), std::string::npos)
         << rec.close_error->describe();
     EXPECT_FALSE(rec.established);
-    conn.reset();
-    accepted.clear();
-    listener.reset();
   });
 }
 
-TEST(UpstreamConnection, QuitBeforeConnectedEndsQuietly) {
-  LoopThread loop;
-  Recorder rec;
-  std::unique_ptr<UpstreamConnection> conn;
+TEST_F(UpstreamConnectionTest, QuitBeforeConnectedEndsQuietly) {
   const uint16_t port = unusedPort();
   loop.call([&] {
-    conn = std::make_unique<UpstreamConnection>(loop.loop(), settingsFor(port), rec);
-    conn->start();
+    start(settingsFor(port));
     conn->quit();
     EXPECT_EQ(rec.closed, 0); // never from inside the call
   });
-  ASSERT_TRUE(loop.eventually([&] { return rec.closed == 1; }));
-  loop.call([&] {
-    EXPECT_FALSE(rec.close_error.has_value());
-    conn.reset();
-  });
+  ASSERT_TRUE(waitClosed());
+  loop.call([&] { EXPECT_FALSE(rec.close_error.has_value()); });
 }
 
 } // namespace

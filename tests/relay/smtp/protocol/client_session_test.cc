@@ -36,6 +36,14 @@ struct Harness {
   }
   std::string wire() { return session.takeOutput(); }
 
+  // Greets, answers EHLO with `ehlo` and drops what the client wrote meanwhile: the session is
+  // ready for send() unless the options ask for more (STARTTLS, AUTH).
+  void handshake(std::string_view ehlo = kEhloFull) {
+    server("220 x\r\n");
+    server(ehlo);
+    wire();
+  }
+
   template <typename T> std::vector<T> all() const {
     std::vector<T> out;
     for (const auto& e : events) {
@@ -48,6 +56,8 @@ struct Harness {
   template <typename T> bool lastIs() const {
     return !events.empty() && std::holds_alternative<T>(events.back());
   }
+  // The last event, which must be a T (check lastIs<T>() first).
+  template <typename T> const T& last() const { return std::get<T>(events.back()); }
 };
 
 ClientOptions plainOptions() {
@@ -55,6 +65,19 @@ ClientOptions plainOptions() {
   o.ehlo_name = "gw.example";
   return o;
 }
+
+ClientOptions authOptions(ClientAuth auth, std::string username, std::string password,
+                          ClientTls tls = ClientTls::kNone) {
+  ClientOptions o = plainOptions();
+  o.tls = tls;
+  o.auth = auth;
+  o.username = std::move(username);
+  o.password = std::move(password);
+  return o;
+}
+
+// One sender, one recipient, no SMTPUTF8, no 8BITMIME.
+const Envelope kOneRecipient = {"a@example.com", {"x@y.z"}, false, false};
 
 class ClientTranscript : public ::testing::TestWithParam<bool> {};
 
@@ -88,16 +111,12 @@ TEST_P(ClientTranscript, PipelinedDelivery) {
   EXPECT_EQ(h.wire(), "QUIT\r\n");
   h.server("221 2.0.0 Bye\r\n");
   ASSERT_TRUE(h.lastIs<ClientSession::Closed>());
-  EXPECT_FALSE(std::get<ClientSession::Closed>(h.events.back()).error);
+  EXPECT_FALSE(h.last<ClientSession::Closed>().error);
 }
 
 TEST_P(ClientTranscript, StartTlsThenAuthPlain) {
-  ClientOptions o = plainOptions();
-  o.tls = ClientTls::kStartTls;
-  o.auth = ClientAuth::kPlain;
-  o.username = "rep@acme.example";
-  o.password = "app-password";
-  Harness h(o);
+  Harness h(
+      authOptions(ClientAuth::kPlain, "rep@acme.example", "app-password", ClientTls::kStartTls));
   h.bytewise = GetParam();
   h.server("220 smtp.example ESMTP\r\n");
   h.server("250-smtp.example\r\n250-STARTTLS\r\n250 8BITMIME\r\n");
@@ -113,7 +132,7 @@ TEST_P(ClientTranscript, StartTlsThenAuthPlain) {
   EXPECT_EQ(h.wire(), "AUTH PLAIN " + base64Encode(blob) + "\r\n");
   h.server("235 2.7.0 Authentication successful\r\n");
   ASSERT_TRUE(h.lastIs<ClientSession::Ready>());
-  const auto& ready = std::get<ClientSession::Ready>(h.events.back());
+  const auto& ready = h.last<ClientSession::Ready>();
   EXPECT_TRUE(ready.tls);
   EXPECT_TRUE(ready.authenticated);
   EXPECT_TRUE(ready.capabilities.pipelining);
@@ -150,19 +169,15 @@ TEST(ClientSession, EhloRejectedFallsBackToHeloAndLockStep) {
 }
 
 TEST(ClientSession, NoAuthAfterStartTlsIsAnError) {
-  ClientOptions o = plainOptions();
-  o.tls = ClientTls::kStartTls;
-  o.auth = ClientAuth::kLogin;
-  o.username = "rep@acme.example";
-  o.password = "hunter2-secret";
-  Harness h(o);
+  Harness h(
+      authOptions(ClientAuth::kLogin, "rep@acme.example", "hunter2-secret", ClientTls::kStartTls));
   h.server("220 x\r\n250-x\r\n250 STARTTLS\r\n220 go\r\n");
   h.session.tlsStarted();
   h.wire();
   h.server("250-x\r\n250 PIPELINING\r\n");
   EXPECT_EQ(h.wire(), "QUIT\r\n");
   ASSERT_TRUE(h.lastIs<ClientSession::Closed>());
-  const auto& closed = std::get<ClientSession::Closed>(h.events.back());
+  const auto& closed = h.last<ClientSession::Closed>();
   ASSERT_TRUE(closed.error);
   EXPECT_EQ(closed.error->code, "smtp.auth_unavailable");
   EXPECT_EQ(closed.error->describe().find("hunter2"), std::string::npos);
@@ -170,15 +185,12 @@ TEST(ClientSession, NoAuthAfterStartTlsIsAnError) {
 }
 
 TEST(ClientSession, AuthOptionalWhenNotRequired) {
-  ClientOptions o = plainOptions();
-  o.auth = ClientAuth::kPlain;
-  o.username = "u";
-  o.password = "p";
+  ClientOptions o = authOptions(ClientAuth::kPlain, "u", "p");
   o.require_auth = false;
   Harness h(o);
   h.server("220 x\r\n250 x\r\n");
   ASSERT_TRUE(h.lastIs<ClientSession::Ready>());
-  EXPECT_FALSE(std::get<ClientSession::Ready>(h.events.back()).authenticated);
+  EXPECT_FALSE(h.last<ClientSession::Ready>().authenticated);
 }
 
 TEST(ClientSession, StartTlsMissingNeverDowngrades) {
@@ -190,17 +202,12 @@ TEST(ClientSession, StartTlsMissingNeverDowngrades) {
   h.server("250-x\r\n250 AUTH PLAIN\r\n");
   EXPECT_EQ(h.wire(), "QUIT\r\n");
   ASSERT_TRUE(h.lastIs<ClientSession::Closed>());
-  EXPECT_EQ(std::get<ClientSession::Closed>(h.events.back()).error->code,
-            "smtp.starttls_unavailable");
+  EXPECT_EQ(h.last<ClientSession::Closed>().error->code, "smtp.starttls_unavailable");
 }
 
 TEST(ClientSession, AuthLoginFlowAndRejectionWithoutLeakingThePassword) {
-  ClientOptions o = plainOptions();
-  o.tls = ClientTls::kImplicit;
-  o.auth = ClientAuth::kLogin;
-  o.username = "rep@acme.example";
-  o.password = "Sup3rSecret!";
-  Harness h(o);
+  Harness h(
+      authOptions(ClientAuth::kLogin, "rep@acme.example", "Sup3rSecret!", ClientTls::kImplicit));
   h.server("220 x\r\n");
   h.wire();
   h.server(kEhloFull);
@@ -214,7 +221,7 @@ TEST(ClientSession, AuthLoginFlowAndRejectionWithoutLeakingThePassword) {
            " Sup3rSecret!\r\n");
   EXPECT_EQ(h.wire(), "QUIT\r\n");
   ASSERT_TRUE(h.lastIs<ClientSession::Closed>());
-  const auto& closed = std::get<ClientSession::Closed>(h.events.back());
+  const auto& closed = h.last<ClientSession::Closed>();
   ASSERT_TRUE(closed.error);
   EXPECT_EQ(closed.error->code, "smtp.auth_failed");
   EXPECT_NE(closed.error->message.find("5.7.139"), std::string::npos);
@@ -225,11 +232,7 @@ TEST(ClientSession, AuthLoginFlowAndRejectionWithoutLeakingThePassword) {
 }
 
 TEST(ClientSession, XOAuth2ErrorChallenge) {
-  ClientOptions o = plainOptions();
-  o.auth = ClientAuth::kXOAuth2;
-  o.username = "rep@acme.example";
-  o.password = "ya29.token";
-  Harness h(o);
+  Harness h(authOptions(ClientAuth::kXOAuth2, "rep@acme.example", "ya29.token"));
   h.server("220 x\r\n");
   h.wire();
   h.server(kEhloFull);
@@ -241,14 +244,12 @@ TEST(ClientSession, XOAuth2ErrorChallenge) {
   EXPECT_EQ(h.wire(), "\r\n");
   h.server("454 4.7.0 Temporary authentication failure\r\n");
   ASSERT_TRUE(h.lastIs<ClientSession::Closed>());
-  EXPECT_EQ(std::get<ClientSession::Closed>(h.events.back()).error->code, "smtp.auth_temp_failed");
+  EXPECT_EQ(h.last<ClientSession::Closed>().error->code, "smtp.auth_temp_failed");
 }
 
 TEST(ClientSession, MixedRecipientResults) {
   Harness h(plainOptions());
-  h.server("220 x\r\n");
-  h.server(kEhloFull);
-  h.wire();
+  h.handshake();
   ASSERT_TRUE(h.session.send({"a@example.com", {"ok@y.z", "gone@y.z", "full@y.z"}, false, false},
                              "body\r\n"));
   h.wire();
@@ -270,9 +271,7 @@ TEST(ClientSession, MixedRecipientResults) {
 
 TEST(ClientSession, AllRecipientsRejectedWithPipeliningThenRsetBeforeNextMail) {
   Harness h(plainOptions());
-  h.server("220 x\r\n");
-  h.server(kEhloFull);
-  h.wire();
+  h.handshake();
   ASSERT_TRUE(h.session.send({"a@example.com", {"x@y.z", "w@y.z"}, false, false}, "body"));
   h.wire();
   h.server(
@@ -283,7 +282,7 @@ TEST(ClientSession, AllRecipientsRejectedWithPipeliningThenRsetBeforeNextMail) {
   EXPECT_EQ(r[0].outcome, MessageOutcome::kPermFailed);
   EXPECT_EQ(r[0].final_reply->code, 554);
   ASSERT_TRUE(h.lastIs<ClientSession::Ready>());
-  ASSERT_TRUE(h.session.send({"a@example.com", {"x@y.z"}, false, false}, "body"));
+  ASSERT_TRUE(h.session.send(kOneRecipient, "body"));
   EXPECT_TRUE(h.wire().starts_with("RSET\r\nMAIL FROM:<a@example.com>"));
   h.server("250 2.0.0 Ok\r\n250 Ok\r\n250 Ok\r\n354 go\r\n");
   EXPECT_EQ(h.wire(), "body\r\n.\r\n");
@@ -295,10 +294,8 @@ TEST(ClientSession, AllRecipientsRejectedWithPipeliningThenRsetBeforeNextMail) {
 
 TEST(ClientSession, DataAcceptedDespiteNoRecipientsSendsAnEmptyEnd) {
   Harness h(plainOptions());
-  h.server("220 x\r\n");
-  h.server(kEhloFull);
-  h.wire();
-  ASSERT_TRUE(h.session.send({"a@example.com", {"x@y.z"}, false, false}, "secret body"));
+  h.handshake();
+  ASSERT_TRUE(h.session.send(kOneRecipient, "secret body"));
   h.wire();
   h.server("250 Ok\r\n550 no\r\n354 go\r\n");
   EXPECT_EQ(h.wire(), ".\r\n") << "the body is never sent to nobody";
@@ -314,14 +311,14 @@ TEST(ClientSession, AllRecipientsRejectedLockStepSendsNoData) {
   Harness h(plainOptions());
   h.server("220 x\r\n250 x\r\n");
   h.wire();
-  ASSERT_TRUE(h.session.send({"a@example.com", {"x@y.z"}, false, false}, "body"));
+  ASSERT_TRUE(h.session.send(kOneRecipient, "body"));
   h.server("250 ok\r\n");
   h.server("450 4.2.1 try later\r\n");
   EXPECT_EQ(h.wire(), "MAIL FROM:<a@example.com>\r\nRCPT TO:<x@y.z>\r\n");
   const auto r = h.all<ClientSession::MessageResult>();
   ASSERT_EQ(r.size(), 1u);
   EXPECT_EQ(r[0].outcome, MessageOutcome::kTempFailed);
-  ASSERT_TRUE(h.session.send({"a@example.com", {"x@y.z"}, false, false}, "body"));
+  ASSERT_TRUE(h.session.send(kOneRecipient, "body"));
   EXPECT_EQ(h.wire(), "RSET\r\n");
   h.server("250 ok\r\n");
   EXPECT_EQ(h.wire(), "MAIL FROM:<a@example.com>\r\n");
@@ -329,9 +326,7 @@ TEST(ClientSession, AllRecipientsRejectedLockStepSendsNoData) {
 
 TEST(ClientSession, MailRefusedFailsTheWholeMessage) {
   Harness h(plainOptions());
-  h.server("220 x\r\n");
-  h.server(kEhloFull);
-  h.wire();
+  h.handshake();
   ASSERT_TRUE(h.session.send({"a@example.com", {"x@y.z", "w@y.z"}, false, false}, "body"));
   h.server("451 4.7.500 Server busy\r\n503 5.5.1 need MAIL\r\n503 5.5.1 need MAIL\r\n"
            "503 5.5.1 need MAIL\r\n");
@@ -345,10 +340,8 @@ TEST(ClientSession, MailRefusedFailsTheWholeMessage) {
 
 TEST(ClientSession, TransientFailureOnData) {
   Harness h(plainOptions());
-  h.server("220 x\r\n");
-  h.server(kEhloFull);
-  h.wire();
-  ASSERT_TRUE(h.session.send({"a@example.com", {"x@y.z"}, false, false}, "body"));
+  h.handshake();
+  ASSERT_TRUE(h.session.send(kOneRecipient, "body"));
   h.server("250 Ok\r\n250 Ok\r\n354 go\r\n");
   h.wire();
   h.server("451 4.3.0 Queue write error\r\n");
@@ -358,22 +351,20 @@ TEST(ClientSession, TransientFailureOnData) {
   EXPECT_EQ(r[0].recipients[0].reply.enhanced, "4.3.0");
   EXPECT_TRUE(h.lastIs<ClientSession::Ready>());
   // A 4xx to the DATA command itself leaves the server's transaction open: RSET next time.
-  ASSERT_TRUE(h.session.send({"a@example.com", {"x@y.z"}, false, false}, "body"));
+  ASSERT_TRUE(h.session.send(kOneRecipient, "body"));
   h.wire();
   h.server("250 Ok\r\n250 Ok\r\n452 4.3.1 Insufficient system storage\r\n");
   r = h.all<ClientSession::MessageResult>();
   ASSERT_EQ(r.size(), 2u);
   EXPECT_EQ(r[1].outcome, MessageOutcome::kTempFailed);
   EXPECT_EQ(r[1].final_reply->code, 452);
-  ASSERT_TRUE(h.session.send({"a@example.com", {"x@y.z"}, false, false}, "body"));
+  ASSERT_TRUE(h.session.send(kOneRecipient, "body"));
   EXPECT_TRUE(h.wire().starts_with("RSET\r\n"));
 }
 
 TEST(ClientSession, ServiceClosingMidTransaction) {
   Harness h(plainOptions());
-  h.server("220 x\r\n");
-  h.server(kEhloFull);
-  h.wire();
+  h.handshake();
   ASSERT_TRUE(h.session.send({"a@example.com", {"x@y.z", "bad@y.z", "w@y.z"}, false, false}, "b"));
   h.server("250 Ok\r\n250 Ok\r\n550 5.1.1 no\r\n421 4.4.2 relay.example shutting down\r\n");
   const auto r = h.all<ClientSession::MessageResult>();
@@ -385,34 +376,30 @@ TEST(ClientSession, ServiceClosingMidTransaction) {
   ASSERT_TRUE(r[0].error);
   EXPECT_EQ(r[0].error->code, "smtp.service_unavailable");
   ASSERT_TRUE(h.lastIs<ClientSession::Closed>());
-  EXPECT_EQ(std::get<ClientSession::Closed>(h.events.back()).error->code,
-            "smtp.service_unavailable");
-  EXPECT_FALSE(h.session.send({"a@example.com", {"x@y.z"}, false, false}, "b"));
+  EXPECT_EQ(h.last<ClientSession::Closed>().error->code, "smtp.service_unavailable");
+  EXPECT_FALSE(h.session.send(kOneRecipient, "b"));
 }
 
 TEST(ClientSession, UnsolicitedServiceClosingWhileIdle) {
   Harness h(plainOptions());
-  h.server("220 x\r\n");
-  h.server(kEhloFull);
+  h.handshake();
   h.server("421 4.4.2 idle timeout\r\n");
   ASSERT_TRUE(h.lastIs<ClientSession::Closed>());
-  EXPECT_EQ(std::get<ClientSession::Closed>(h.events.back()).reply->code, 421);
+  EXPECT_EQ(h.last<ClientSession::Closed>().reply->code, 421);
 }
 
 TEST(ClientSession, GreetingRefused) {
   Harness h(plainOptions());
   h.server("554 5.7.1 go away\r\n");
   ASSERT_TRUE(h.lastIs<ClientSession::Closed>());
-  EXPECT_EQ(std::get<ClientSession::Closed>(h.events.back()).error->code, "smtp.greeting_rejected");
+  EXPECT_EQ(h.last<ClientSession::Closed>().error->code, "smtp.greeting_rejected");
   EXPECT_EQ(h.wire(), "QUIT\r\n");
 }
 
 TEST(ClientSession, ConnectionLostAfterDataIsATempFailure) {
   Harness h(plainOptions());
-  h.server("220 x\r\n");
-  h.server(kEhloFull);
-  h.wire();
-  ASSERT_TRUE(h.session.send({"a@example.com", {"x@y.z"}, false, false}, "body"));
+  h.handshake();
+  ASSERT_TRUE(h.session.send(kOneRecipient, "body"));
   h.server("250 Ok\r\n250 Ok\r\n354 go\r\n");
   h.wire();
   h.session.connectionLost(Error("net.reset", "connection reset by peer"));
@@ -429,14 +416,12 @@ TEST(ClientSession, GarbledRepliesCloseTheSession) {
   h.server("220 x\r\n");
   h.server("HTTP/1.1 400 Bad Request\r\n");
   ASSERT_TRUE(h.lastIs<ClientSession::Closed>());
-  EXPECT_EQ(std::get<ClientSession::Closed>(h.events.back()).error->code, "smtp.protocol");
+  EXPECT_EQ(h.last<ClientSession::Closed>().error->code, "smtp.protocol");
 }
 
 TEST(ClientSession, RefusesEnvelopesThatCouldInjectCommands) {
   Harness h(plainOptions());
-  h.server("220 x\r\n");
-  h.server("250-x\r\n250 PIPELINING\r\n");
-  h.wire();
+  h.handshake("250-x\r\n250 PIPELINING\r\n");
   EXPECT_EQ(
       h.session.send({"a@b.c>\r\nRCPT TO:<evil@x.y", {"x@y.z"}, false, false}, "b").error().code,
       "smtp.bad_address");
@@ -466,14 +451,12 @@ TEST(ClientSession, SizeLimitAndSmtputf8Parameters) {
 
 TEST(ClientSession, BodyCanBePulledInBoundedPieces) {
   Harness h(plainOptions());
-  h.server("220 x\r\n");
-  h.server(kEhloFull);
-  h.wire();
+  h.handshake();
   std::string body;
   for (int i = 0; i < 20000; ++i) {
     body += i % 7 == 0 ? ".dotted line\n" : "an ordinary line of text\r\n";
   }
-  ASSERT_TRUE(h.session.send({"a@example.com", {"x@y.z"}, false, false}, body));
+  ASSERT_TRUE(h.session.send(kOneRecipient, body));
   h.wire();
   h.server("250 Ok\r\n250 Ok\r\n354 go\r\n");
   std::string pulled;
@@ -487,16 +470,14 @@ TEST(ClientSession, BodyCanBePulledInBoundedPieces) {
 
 TEST(ClientSession, QuitWhileDataMayBeAcceptedDoesNotSendQuitIntoTheBody) {
   Harness h(plainOptions());
-  h.server("220 x\r\n");
-  h.server(kEhloFull);
-  h.wire();
-  ASSERT_TRUE(h.session.send({"a@example.com", {"x@y.z"}, false, false}, "body"));
+  h.handshake();
+  ASSERT_TRUE(h.session.send(kOneRecipient, "body"));
   h.wire();
   h.session.quit();
   h.collect();
   EXPECT_EQ(h.wire(), "");
   ASSERT_TRUE(h.lastIs<ClientSession::Closed>());
-  EXPECT_EQ(std::get<ClientSession::Closed>(h.events.back()).error->code, "smtp.aborted");
+  EXPECT_EQ(h.last<ClientSession::Closed>().error->code, "smtp.aborted");
   EXPECT_EQ(h.all<ClientSession::MessageResult>().size(), 1u);
 }
 
