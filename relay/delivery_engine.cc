@@ -96,7 +96,7 @@ struct DeliveryEngine::State final : UpstreamConnection::Observer,
   struct Pool;
   struct Slot;
 
-  // One message on its way through markSending → loadBody → send → recordAttempt.
+  // One message on its way through markSending (which hands back the body) → send → recordAttempt.
   struct Attempt {
     QueuedMessage msg;
     Pool* pool = nullptr;
@@ -432,7 +432,7 @@ struct DeliveryEngine::State final : UpstreamConnection::Observer,
     ++in_flight;
     ++store_ops;
     const std::string id = att->msg.id;
-    store.markSending(id, wallClockMs(), [weak = weak_from_this(), att](Result<void> r) {
+    store.markSending(id, wallClockMs(), [weak = weak_from_this(), att](Result<std::string> r) {
       if (auto self = weak.lock()) {
         --self->store_ops;
         self->onMarked(att, std::move(r));
@@ -450,7 +450,8 @@ struct DeliveryEngine::State final : UpstreamConnection::Observer,
     }
   }
 
-  void onMarked(const AttemptPtr& att, Result<void> r) {
+  // `r` holds the body on success (markSending hands it back).
+  void onMarked(const AttemptPtr& att, Result<std::string> r) {
     if (!r) {
       --in_flight;
       const Error& e = r.error();
@@ -473,14 +474,7 @@ struct DeliveryEngine::State final : UpstreamConnection::Observer,
     ++stats.attempts;
     att->msg.attempts += 1;
     att->msg.state = MessageState::kSending;
-    ++store_ops;
-    const std::string id = att->msg.id;
-    store.loadBody(id, [weak = weak_from_this(), att](Result<std::string> body) {
-      if (auto self = weak.lock()) {
-        --self->store_ops;
-        self->onBody(att, std::move(body));
-      }
-    });
+    onBody(att, std::move(r));
   }
 
   AttemptOutcome wholeTempFailure(const AttemptPtr& att, std::string reply, int64_t next) {
@@ -762,7 +756,7 @@ struct DeliveryEngine::State final : UpstreamConnection::Observer,
     ++in_flight;
     ++store_ops;
     const std::string id = msg.id;
-    store.markSending(id, wallClockMs(), [weak = weak_from_this(), msg](Result<void> r) {
+    store.markSending(id, wallClockMs(), [weak = weak_from_this(), msg](Result<std::string> r) {
       auto self = weak.lock();
       if (!self) {
         return;

@@ -162,10 +162,11 @@ public:
   // so it is safe to answer 250 / 202 then. Ids are unique, URL-safe and sort by creation time.
   virtual void enqueue(NewMessage msg, std::function<void(Result<std::string>)> done) = 0;
 
-  // queued|deferred → sending, attempts + 1, message.sending event. Errors: store.not_found,
-  // store.state (already sending, or final).
+  // queued|deferred → sending, attempts + 1, message.sending event, and hands back the body to
+  // send: one storage round trip before a delivery attempt instead of two. Errors:
+  // store.not_found, store.state (already sending, or final); on any error nothing changed.
   virtual void markSending(std::string id, int64_t now_ms,
-                           std::function<void(Result<void>)> done) = 0;
+                           std::function<void(Result<std::string>)> done) = 0;
 
   // Applies per-recipient results to a message in state `sending` and decides its new state:
   //  - recipients still pending and now_ms < expires_at_ms → deferred until next_attempt_ms;

@@ -276,9 +276,15 @@ void SqliteQueueStore::enqueue(relay::NewMessage msg,
 }
 
 void SqliteQueueStore::markSending(std::string id, int64_t now_ms,
-                                   std::function<void(Result<void>)> done) {
-  submit<void>(std::move(done),
-               [id = std::move(id), now_ms](QueueTables& t) { return t.markSending(id, now_ms); });
+                                   std::function<void(Result<std::string>)> done) {
+  // One operation, so a failure of either part rolls both back (the op's savepoint).
+  submit<std::string>(std::move(done),
+                      [id = std::move(id), now_ms](QueueTables& t) -> Result<std::string> {
+                        if (auto marked = t.markSending(id, now_ms); !marked) {
+                          return std::unexpected(marked.error());
+                        }
+                        return t.loadBody(id);
+                      });
 }
 
 void SqliteQueueStore::recordAttempt(relay::AttemptOutcome outcome,

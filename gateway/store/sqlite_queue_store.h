@@ -72,7 +72,8 @@ public:
   ~SqliteQueueStore() override;
 
   void enqueue(relay::NewMessage msg, std::function<void(Result<std::string>)> done) override;
-  void markSending(std::string id, int64_t now_ms, std::function<void(Result<void>)> done) override;
+  void markSending(std::string id, int64_t now_ms,
+                   std::function<void(Result<std::string>)> done) override;
   void recordAttempt(relay::AttemptOutcome outcome,
                      std::function<void(Result<relay::QueuedMessage>)> done) override;
   void expire(std::string id, int64_t now_ms,

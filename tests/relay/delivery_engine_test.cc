@@ -449,7 +449,7 @@ public:
     inner_.enqueue(std::move(msg), hold(std::move(done)));
   }
   void markSending(std::string id, int64_t now_ms,
-                   std::function<void(Result<void>)> done) override {
+                   std::function<void(Result<std::string>)> done) override {
     inner_.markSending(std::move(id), now_ms, hold(std::move(done)));
   }
   void recordAttempt(AttemptOutcome outcome,

@@ -75,8 +75,8 @@ protected:
     EXPECT_TRUE(id.has_value()) << (id ? "" : id.error().describe());
     return id.value_or("");
   }
-  Result<void> markSending(SqliteQueueStore& s, const std::string& id, int64_t now) {
-    return await<void>(q_, [&](auto done) { s.markSending(id, now, done); });
+  Result<std::string> markSending(SqliteQueueStore& s, const std::string& id, int64_t now) {
+    return await<std::string>(q_, [&](auto done) { s.markSending(id, now, done); });
   }
   Result<QueuedMessage> record(SqliteQueueStore& s, AttemptOutcome o) {
     return await<QueuedMessage>(q_, [&](auto done) { s.recordAttempt(std::move(o), done); });
@@ -460,8 +460,8 @@ TEST_F(SqliteQueueStoreTest, RecoverRequeuesMessagesACrashLeftSending) {
       }
       ids.push_back(**id);
     }
-    std::optional<Result<void>> sending;
-    (*store)->markSending(ids[0], kT0 + 10, [&](Result<void> r) { sending = std::move(r); });
+    std::optional<Result<std::string>> sending;
+    (*store)->markSending(ids[0], kT0 + 10, [&](Result<std::string> r) { sending = std::move(r); });
     if (!q.runUntil([&] { return sending.has_value(); }) || !sending->has_value()) {
       _exit(5);
     }
