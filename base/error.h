@@ -32,12 +32,11 @@ struct Error {
   }
 };
 
-template <typename T>
-using Result = std::expected<T, Error>;
+template <typename T> using Result = std::expected<T, Error>;
 
 // Shorthand for a failed Result: `return fail("net.connect", "refused");`
 inline std::unexpected<Error> fail(std::string code, std::string message, std::string hint = {}) {
   return std::unexpected<Error>(Error(std::move(code), std::move(message), std::move(hint)));
 }
 
-}  // namespace mailgate
+} // namespace mailgate

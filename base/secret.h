@@ -3,7 +3,6 @@
 #pragma once
 
 #include <fmt/format.h>
-
 #include <ostream>
 #include <string>
 #include <string_view>
@@ -12,7 +11,7 @@
 namespace mailgate {
 
 class Secret {
- public:
+public:
   Secret() = default;
   explicit Secret(std::string value) : value_(std::move(value)) {}
 
@@ -23,7 +22,7 @@ class Secret {
   friend bool operator==(const Secret&, const Secret&) = default;
   friend std::ostream& operator<<(std::ostream& os, const Secret&) { return os << "***"; }
 
- private:
+private:
   std::string value_;
 };
 
@@ -37,12 +36,10 @@ class Secret {
   return diff == 0;
 }
 
-}  // namespace mailgate
+} // namespace mailgate
 
-template <>
-struct fmt::formatter<mailgate::Secret> : fmt::formatter<std::string_view> {
-  template <typename FormatContext>
-  auto format(const mailgate::Secret&, FormatContext& ctx) const {
+template <> struct fmt::formatter<mailgate::Secret> : fmt::formatter<std::string_view> {
+  template <typename FormatContext> auto format(const mailgate::Secret&, FormatContext& ctx) const {
     return fmt::formatter<std::string_view>::format("***", ctx);
   }
 };

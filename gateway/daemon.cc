@@ -26,7 +26,7 @@ int64_t wallClockMs() {
       .count();
 }
 
-}  // namespace
+} // namespace
 
 struct Daemon::Impl {
   config::Config config;
@@ -90,8 +90,7 @@ Result<std::unique_ptr<Daemon>> Daemon::create(config::Config config, std::strin
   }
   impl->smtp = std::move(*smtp);
 
-  impl->log->info("{} unsent message(s) recovered from {}", recovered->size(),
-                  impl->store->path());
+  impl->log->info("{} unsent message(s) recovered from {}", recovered->size(), impl->store->path());
   for (auto& msg : *recovered) {
     impl->delivery->schedule(std::move(msg));
   }
@@ -165,4 +164,4 @@ int Daemon::run() {
   return 0;
 }
 
-}  // namespace mailgate::gateway
+} // namespace mailgate::gateway

@@ -10,7 +10,7 @@
 namespace mailgate::gateway {
 
 class Daemon {
- public:
+public:
   // Opens the store, recovers unsent mail, starts delivery and the listeners. Returns an error
   // (for the operator: bad data_dir, port in use, unreadable certificate...) without side effects
   // beyond the data_dir it may have created.
@@ -22,10 +22,10 @@ class Daemon {
   // Runs until SIGTERM/SIGINT finished draining. Returns the process exit code.
   int run();
 
- private:
+private:
   struct Impl;
   explicit Daemon(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
 
-}  // namespace mailgate::gateway
+} // namespace mailgate::gateway

@@ -16,19 +16,18 @@ namespace {
 
 constexpr int kExitOk = 0;
 constexpr int kExitFailure = 1;
-constexpr int kExitUsage = 2;  // also: configuration invalid (--check-config contract)
+constexpr int kExitUsage = 2; // also: configuration invalid (--check-config contract)
 
 void printHelp(std::FILE* out) {
-  std::fputs(
-      "Usage: mailgated --config FILE      run the gateway\n"
-      "       mailgated --check-config FILE  validate FILE: exit 0, or print\n"
-      "                                      FILE:LINE:COL: key: reason lines and exit 2\n"
-      "       mailgated --help | --version\n"
-      "\n"
-      "Signals: SIGTERM/SIGINT drain (stop accepting, finish in-flight work) and exit 0;\n"
-      "         SIGHUP re-reads the configuration.\n"
-      "Configuration keys: docs/configuration.md\n",
-      out);
+  std::fputs("Usage: mailgated --config FILE      run the gateway\n"
+             "       mailgated --check-config FILE  validate FILE: exit 0, or print\n"
+             "                                      FILE:LINE:COL: key: reason lines and exit 2\n"
+             "       mailgated --help | --version\n"
+             "\n"
+             "Signals: SIGTERM/SIGINT drain (stop accepting, finish in-flight work) and exit 0;\n"
+             "         SIGHUP re-reads the configuration.\n"
+             "Configuration keys: docs/configuration.md\n",
+             out);
 }
 
 int checkConfig(const std::string& path) {
@@ -60,7 +59,7 @@ int runDaemon(const std::string& path) {
   return (*daemon)->run();
 }
 
-}  // namespace
+} // namespace
 
 int main(int argc, char** argv) {
   if (argc == 2 && (std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0)) {

@@ -7,7 +7,6 @@
 #include "relay/submission_session.h"
 
 #include <unistd.h>
-
 #include <unordered_map>
 
 namespace mailgate::relay {
@@ -37,7 +36,7 @@ std::string localHostname(const config::Config& config) {
   return "localhost";
 }
 
-}  // namespace
+} // namespace
 
 Result<std::unique_ptr<SubmissionServer>> SubmissionServer::create(net::Loop& loop,
                                                                    const config::Config& config,
@@ -63,19 +62,18 @@ Result<std::unique_ptr<SubmissionServer>> SubmissionServer::create(net::Loop& lo
   }
 
   std::weak_ptr<State> weak = state;
-  auto listener = net::Listener::listen(
-      loop, net::Endpoint{l.address.host, l.address.port}, [weak](net::ConnectionPtr conn) {
-        if (auto s = weak.lock()) {
-          s->accept(std::move(conn));
-        }
-      });
+  auto listener = net::Listener::listen(loop, net::Endpoint{l.address.host, l.address.port},
+                                        [weak](net::ConnectionPtr conn) {
+                                          if (auto s = weak.lock()) {
+                                            s->accept(std::move(conn));
+                                          }
+                                        });
   if (!listener) {
     return std::unexpected(listener.error());
   }
   state->listener = std::move(*listener);
-  state->listener->onError([log = ctx.log](const Error& e) {
-    log->warn("accept: {}", e.describe());
-  });
+  state->listener->onError(
+      [log = ctx.log](const Error& e) { log->warn("accept: {}", e.describe()); });
   ctx.log->info("listening on {}:{}{}", l.address.host, state->listener->port(),
                 ctx.tls ? " (STARTTLS offered)" : "");
   return std::unique_ptr<SubmissionServer>(new SubmissionServer(std::move(state)));
@@ -89,9 +87,13 @@ SubmissionServer::~SubmissionServer() {
   state_->listener.reset();
 }
 
-uint16_t SubmissionServer::port() const { return state_->listener->port(); }
+uint16_t SubmissionServer::port() const {
+  return state_->listener->port();
+}
 
-size_t SubmissionServer::sessionCount() const { return state_->sessions.size(); }
+size_t SubmissionServer::sessionCount() const {
+  return state_->sessions.size();
+}
 
 void SubmissionServer::drain(std::function<void()> done) {
   state_->draining = true;
@@ -109,9 +111,10 @@ void SubmissionServer::State::accept(net::ConnectionPtr conn) {
     // Said before any command, as RFC 5321 section 3.1 allows; the client retries later.
     ctx->log->warn("refusing connection from {}: {}", conn->peerAddress(),
                    draining ? "shutting down" : "connection limit reached");
-    conn->write(draining ? "421 4.3.2 " + ctx->hostname + " Service shutting down, try again later\r\n"
-                         : "421 4.7.0 " + ctx->hostname + " Too many connections, try again later\r\n");
-    conn->close();  // goes on in the background after `conn` is dropped
+    conn->write(draining
+                    ? "421 4.3.2 " + ctx->hostname + " Service shutting down, try again later\r\n"
+                    : "421 4.7.0 " + ctx->hostname + " Too many connections, try again later\r\n");
+    conn->close(); // goes on in the background after `conn` is dropped
     return;
   }
   const uint64_t id = conn->id();
@@ -137,4 +140,4 @@ void SubmissionServer::State::maybeDrained() {
   ctx->loop->defer(std::exchange(drained, nullptr));
 }
 
-}  // namespace mailgate::relay
+} // namespace mailgate::relay

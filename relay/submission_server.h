@@ -21,16 +21,15 @@ class Loop;
 namespace mailgate::relay {
 
 class SubmissionServer {
- public:
+public:
   // Receives each message right after its commit became durable (and before the client reads
   // 250), in state queued with every recipient pending.
   using AcceptedFn = std::function<void(QueuedMessage)>;
 
   // Binds listeners.smtp.address and loads its TLS certificate. Errors: "net.listen",
   // "tls.config".
-  static Result<std::unique_ptr<SubmissionServer>> create(net::Loop& loop,
-                                                          const config::Config& config,
-                                                          QueueStore& store, AcceptedFn accepted);
+  static Result<std::unique_ptr<SubmissionServer>>
+  create(net::Loop& loop, const config::Config& config, QueueStore& store, AcceptedFn accepted);
   ~SubmissionServer();
   SubmissionServer(const SubmissionServer&) = delete;
   SubmissionServer& operator=(const SubmissionServer&) = delete;
@@ -43,11 +42,11 @@ class SubmissionServer {
   // runs on the loop, in a later turn, once no session is left.
   void drain(std::function<void()> done);
 
-  struct State;  // shared with the sessions; see submission_server.cc
+  struct State; // shared with the sessions; see submission_server.cc
 
- private:
+private:
   explicit SubmissionServer(std::shared_ptr<State> state);
   std::shared_ptr<State> state_;
 };
 
-}  // namespace mailgate::relay
+} // namespace mailgate::relay

@@ -63,7 +63,7 @@ smtp::ServerOptions serverOptions(const SubmissionContext& ctx, const std::strin
   return o;
 }
 
-}  // namespace
+} // namespace
 
 std::string hostOfAddress(std::string_view address) {
   if (!address.empty() && address.front() == '[') {
@@ -113,7 +113,7 @@ std::string findMessageId(std::string_view message) {
     }
     const std::string_view line = message.substr(pos, eol - pos);
     if (line.empty()) {
-      break;  // end of the header block
+      break; // end of the header block
     }
     constexpr std::string_view kName = "message-id:";
     if (line.size() > kName.size() && equalsIgnoreCase(line.substr(0, kName.size()), kName)) {
@@ -133,19 +133,15 @@ std::string findMessageId(std::string_view message) {
 SubmissionSession::SubmissionSession(std::shared_ptr<SubmissionContext> context,
                                      net::ConnectionPtr connection,
                                      std::function<void(uint64_t)> finished)
-    : ctx_(std::move(context)),
-      conn_(std::move(connection)),
-      finished_(std::move(finished)),
-      id_(conn_->id()),
-      peer_ip_(hostOfAddress(conn_->peerAddress())),
-      session_(serverOptions(*ctx_, peer_ip_)),
-      timer_(net::Timer::create(*ctx_->loop)) {}
+    : ctx_(std::move(context)), conn_(std::move(connection)), finished_(std::move(finished)),
+      id_(conn_->id()), peer_ip_(hostOfAddress(conn_->peerAddress())),
+      session_(serverOptions(*ctx_, peer_ip_)), timer_(net::Timer::create(*ctx_->loop)) {}
 
 SubmissionSession::~SubmissionSession() = default;
 
 void SubmissionSession::start() {
   ctx_->log->debug("[c{}] connection from {}{}", id_, conn_->peerAddress(),
-                  session_.identity() ? " (trusted network)" : "");
+                   session_.identity() ? " (trusted network)" : "");
   conn_->setHandler(this);
   session_.greet();
   pump();
@@ -185,7 +181,7 @@ void SubmissionSession::pump() {
     auto request = session_.nextRequest();
     if (!request) {
       if (shutting_down_ && idle()) {
-        session_.shutdown();  // 421 4.3.2 and a Close request
+        session_.shutdown(); // 421 4.3.2 and a Close request
         continue;
       }
       break;
@@ -211,9 +207,9 @@ void SubmissionSession::armTimer() {
   const auto& l = ctx_->config->listeners.smtp;
   auto fire = [this] {
     ctx_->log->info("[c{}] {} timeout, closing", id_,
-                   deadline_ == Deadline::kData      ? "data"
-                   : deadline_ == Deadline::kCommand ? "command"
-                                                     : "idle");
+                    deadline_ == Deadline::kData      ? "data"
+                    : deadline_ == Deadline::kCommand ? "command"
+                                                      : "idle");
     deadline_ = Deadline::kNone;
     session_.timeout();
     pump();
@@ -270,8 +266,8 @@ void SubmissionSession::handle(smtp::ServerSession::Authenticate& request) {
     ctx_->log->info("[c{}] authenticated as {} ({})", id_, request.username, request.mechanism);
   } else {
     ctx_->log->warn("[c{}] authentication failed for user '{}' from {}{}", id_, request.username,
-                   peer_ip_,
-                   token != nullptr && secret_ok ? ": token lacks the submitter role" : "");
+                    peer_ip_,
+                    token != nullptr && secret_ok ? ": token lacks the submitter role" : "");
   }
   session_.authResult(ok, request.username);
 }
@@ -321,7 +317,7 @@ void SubmissionSession::handle(smtp::ServerSession::Message& request) {
                                         recipients](Result<std::string> id) mutable {
     auto ctx = weak_ctx.lock();
     if (!ctx) {
-      return;  // the server is gone; a committed message goes out after the next start
+      return; // the server is gone; a committed message goes out after the next start
     }
     if (!id) {
       ctx->log->error("[c{}] message not accepted: {}", conn_id, id.error().describe());
@@ -354,7 +350,7 @@ void SubmissionSession::handle(smtp::ServerSession::Message& request) {
 void SubmissionSession::handle(smtp::ServerSession::Close& request) {
   ctx_->log->debug("[c{}] closing: {}", id_, request.reason);
   timer_->stop();
-  conn_->close();  // flushes the last reply first; onClose follows
+  conn_->close(); // flushes the last reply first; onClose follows
 }
 
 void SubmissionSession::finish() {
@@ -366,4 +362,4 @@ void SubmissionSession::finish() {
   ctx_->loop->defer([finished = finished_, id = id_] { finished(id); });
 }
 
-}  // namespace mailgate::relay
+} // namespace mailgate::relay

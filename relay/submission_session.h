@@ -9,10 +9,9 @@
 #include "relay/queue_store.h"
 #include "relay/smtp/protocol/server_session.h"
 
-#include <spdlog/logger.h>
-
 #include <functional>
 #include <memory>
+#include <spdlog/logger.h>
 #include <string>
 
 namespace mailgate::relay {
@@ -23,7 +22,7 @@ struct SubmissionContext {
   net::Loop* loop = nullptr;
   QueueStore* store = nullptr;
   const config::Config* config = nullptr;
-  net::TlsContextPtr tls;  // null: no STARTTLS
+  net::TlsContextPtr tls; // null: no STARTTLS
   std::string hostname;
   std::function<void(QueuedMessage)> accepted;
   std::shared_ptr<spdlog::logger> log;
@@ -31,7 +30,7 @@ struct SubmissionContext {
 
 class SubmissionSession : public net::Connection::Handler,
                           public std::enable_shared_from_this<SubmissionSession> {
- public:
+public:
   // `finished` runs (deferred, never re-entrantly) once the connection is over; the owner then
   // drops its reference. The session must be held by a shared_ptr before start() is called.
   SubmissionSession(std::shared_ptr<SubmissionContext> context, net::ConnectionPtr connection,
@@ -48,7 +47,7 @@ class SubmissionSession : public net::Connection::Handler,
   void onRead(std::span<const char> data) override;
   void onClose(const Error* reason) override;
 
- private:
+private:
   // Writes pending replies, serves the session's requests, and re-arms the timer.
   void pump();
   void handle(smtp::ServerSession::StartTls&);
@@ -84,4 +83,4 @@ using SubmissionSessionPtr = std::shared_ptr<SubmissionSession>;
 // The value of the first Message-ID header in the header block, or empty.
 [[nodiscard]] std::string findMessageId(std::string_view message);
 
-}  // namespace mailgate::relay
+} // namespace mailgate::relay

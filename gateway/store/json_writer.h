@@ -21,7 +21,8 @@ public:
   JsonWriter& value(std::string_view s);
   JsonWriter& value(const char* s) { return value(std::string_view(s)); }
   template <std::integral T>
-  requires(!std::same_as<T, bool>) JsonWriter& value(T n) {
+    requires(!std::same_as<T, bool>)
+  JsonWriter& value(T n) {
     return integer(static_cast<int64_t>(n));
   }
   JsonWriter& value(bool b);

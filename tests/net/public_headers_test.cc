@@ -20,4 +20,6 @@
 #error "a public net/ header includes <openssl/ssl.h>"
 #endif
 
-TEST(NetPublicHeaders, DoNotExposeLibuvOrOpenssl) { SUCCEED(); }
+TEST(NetPublicHeaders, DoNotExposeLibuvOrOpenssl) {
+  SUCCEED();
+}

@@ -16,9 +16,8 @@ TEST(SubmissionHelpers, ReceivedHeaderNamesProtocolAndDate) {
   // 2026-11-23T14:27:00Z
   const std::string h =
       receivedHeader("crm.example", "192.0.2.7", "gw-1", true, true, 1795444020000);
-  EXPECT_EQ(h,
-            "Received: from crm.example ([192.0.2.7])\r\n\tby gw-1 (mailgate) with ESMTPSA;\r\n"
-            "\tMon, 23 Nov 2026 14:27:00 +0000\r\n");
+  EXPECT_EQ(h, "Received: from crm.example ([192.0.2.7])\r\n\tby gw-1 (mailgate) with ESMTPSA;\r\n"
+               "\tMon, 23 Nov 2026 14:27:00 +0000\r\n");
   EXPECT_NE(receivedHeader("", "::1", "gw", false, false, 0).find("from unknown ([::1])"),
             std::string::npos);
   EXPECT_NE(receivedHeader("h", "::1", "gw", false, false, 0).find("with ESMTP;"),
@@ -33,5 +32,5 @@ TEST(SubmissionHelpers, FindMessageIdInHeaderBlockOnly) {
   EXPECT_EQ(findMessageId(""), "");
 }
 
-}  // namespace
-}  // namespace mailgate::relay
+} // namespace
+} // namespace mailgate::relay
