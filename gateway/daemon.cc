@@ -44,7 +44,7 @@ struct Daemon::Impl {
   void finish();
 };
 
-Daemon::Daemon(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Daemon::Daemon(PrivateTag, std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 Daemon::~Daemon() = default;
 
@@ -110,7 +110,7 @@ Result<std::unique_ptr<Daemon>> Daemon::create(config::Config config, std::strin
                     return relay ? relay->server.host + ":" + std::to_string(relay->server.port)
                                  : std::string("(none)");
                   }());
-  return std::unique_ptr<Daemon>(new Daemon(std::move(impl)));
+  return std::make_unique<Daemon>(PrivateTag{}, std::move(impl));
 }
 
 void Daemon::Impl::onTerminate() {

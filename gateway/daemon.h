@@ -22,9 +22,15 @@ public:
   // Runs until SIGTERM/SIGINT finished draining. Returns the process exit code.
   int run();
 
-private:
   struct Impl;
-  explicit Daemon(std::unique_ptr<Impl> impl);
+  // Only create() can make the tag, so only create() can construct a Daemon.
+  class PrivateTag {
+    friend class Daemon;
+    PrivateTag() = default;
+  };
+  Daemon(PrivateTag, std::unique_ptr<Impl> impl);
+
+private:
   std::unique_ptr<Impl> impl_;
 };
 

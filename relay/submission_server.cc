@@ -76,10 +76,11 @@ Result<std::unique_ptr<SubmissionServer>> SubmissionServer::create(net::Loop& lo
       [log = ctx.log](const Error& e) { log->warn("accept: {}", e.describe()); });
   ctx.log->info("listening on {}:{}{}", l.address.host, state->listener->port(),
                 ctx.tls ? " (STARTTLS offered)" : "");
-  return std::unique_ptr<SubmissionServer>(new SubmissionServer(std::move(state)));
+  return std::make_unique<SubmissionServer>(PrivateTag{}, std::move(state));
 }
 
-SubmissionServer::SubmissionServer(std::shared_ptr<State> state) : state_(std::move(state)) {}
+SubmissionServer::SubmissionServer(PrivateTag, std::shared_ptr<State> state)
+    : state_(std::move(state)) {}
 
 SubmissionServer::~SubmissionServer() {
   // Sessions go first: their destructors close their connections without callbacks.

@@ -44,8 +44,14 @@ public:
 
   struct State; // shared with the sessions; see submission_server.cc
 
+  // Only create() can make the tag, so only create() can construct a server.
+  class PrivateTag {
+    friend class SubmissionServer;
+    PrivateTag() = default;
+  };
+  SubmissionServer(PrivateTag, std::shared_ptr<State> state);
+
 private:
-  explicit SubmissionServer(std::shared_ptr<State> state);
   std::shared_ptr<State> state_;
 };
 
