@@ -5,6 +5,7 @@
 #include "net/timer.h"
 #include "net/tls_context.h"
 #include "relay/queue/retry_policy.h"
+#include "relay/router.h"
 #include "relay/smtp/protocol/address.h"
 
 #include <algorithm>
@@ -96,9 +97,18 @@ struct DeliveryEngine::State final : UpstreamConnection::Observer,
   struct Pool;
   struct Slot;
 
+  // A message the router sent to a pool, waiting for one of its connections.
+  struct Ready {
+    QueuedMessage msg;
+    std::string route;                 // kMicrosoft365Route or a relay name
+    std::vector<LedgerCharge> charges; // counted in memory; persisted by markSending
+  };
+
   // One message on its way through markSending (which hands back the body) → send → recordAttempt.
   struct Attempt {
     QueuedMessage msg;
+    std::string route;
+    std::vector<LedgerCharge> charges;
     Pool* pool = nullptr;
     Slot* slot = nullptr; // null once the connection is gone (or the attempt let go of it)
     uint64_t conn_id = 0;
@@ -114,29 +124,33 @@ struct DeliveryEngine::State final : UpstreamConnection::Observer,
     uint32_t messages = 0;
     bool quitting = false;
     bool counted_ready = false;
+    bool close_after = false; // QUIT instead of taking the next message (upstream asked for fewer)
 
     [[nodiscard]] bool idle() const { return conn->ready() && !attempt && !quitting; }
   };
 
   // Connections to one upstream identity and the messages waiting for them.
   struct Pool {
-    std::string label; // "default (127.0.0.1:2526)" for log lines
+    std::string label;   // "default (127.0.0.1:2526)" for log lines
+    std::string mailbox; // set: this mailbox's Microsoft 365 route (lower case); empty: a relay
     UpstreamSettings base;
     uint32_t max_connections = 1;
-    std::deque<QueuedMessage> ready; // due, FIFO, waiting for a connection
+    std::deque<Ready> ready; // due, FIFO, waiting for a connection
     std::vector<std::unique_ptr<Slot>> slots;
     std::unique_ptr<net::Backoff> backoff;
     net::TimerPtr backoff_timer;
     bool backing_off = false;
   };
 
-  State(net::Loop& l, QueueStore& s, DeliveryOptions o, RetryPolicy r, uint32_t per_connection)
-      : loop(l), store(s), options(std::move(o)), retry(r),
+  State(net::Loop& l, QueueStore& s, const config::Config& c, DeliveryOptions o, RetryPolicy r,
+        uint32_t per_connection)
+      : loop(l), store(s), config(c), options(std::move(o)), retry(r),
         messages_per_connection(std::max<uint32_t>(per_connection, 1)), log(logger("delivery")),
-        timer(net::Timer::create(l)) {}
+        timer(net::Timer::create(l)), router(c, options.router) {}
 
   net::Loop& loop;
   QueueStore& store;
+  const config::Config& config;
   DeliveryOptions options;
   RetryPolicy retry;
   uint32_t messages_per_connection;
@@ -144,6 +158,9 @@ struct DeliveryEngine::State final : UpstreamConnection::Observer,
 
   std::vector<std::unique_ptr<Pool>> pools;
   std::map<std::string, Pool*, std::less<>> pool_by_relay;
+  std::map<std::string, Pool*, std::less<>> pool_by_mailbox; // created at a mailbox's first use
+  std::string ehlo_name;
+  std::map<std::tuple<std::string, bool, std::vector<std::string>>, net::TlsContextPtr> tls_cache;
 
   // Messages not yet due, by next_attempt_ms (FIFO among equal times); one timer for the first.
   std::multimap<int64_t, QueuedMessage> future;
@@ -161,6 +178,9 @@ struct DeliveryEngine::State final : UpstreamConnection::Observer,
   std::vector<std::function<void()>> drain_done;
   bool shut_down = false;
   DeliveryStats stats;
+  Router router;
+  // Login probes of disconnected Microsoft 365 routes, by mailbox.
+  std::map<std::string, net::TimerPtr, std::less<>> probes;
 
   // --- scheduling --------------------------------------------------------------------------
 
@@ -233,14 +253,188 @@ struct DeliveryEngine::State final : UpstreamConnection::Observer,
       expireMessage(std::move(msg));
       return;
     }
-    auto it = pool_by_relay.find(msg.route.empty() ? std::string_view("default") : msg.route);
-    if (it == pool_by_relay.end()) {
-      failNoRoute(std::move(msg));
+    const int64_t now = wallClockMs();
+    RouteDecision d = router.decide(msg, now, [this](std::string_view relay) {
+      auto it = pool_by_relay.find(relay);
+      return it != pool_by_relay.end() && !it->second->backing_off &&
+             it->second->backoff->attempts() == 0;
+    });
+    flushRouteChanges();
+    switch (d.kind) {
+    case RouteDecision::Kind::kWait:
+      log->debug("msg={} waits {} ms: {}", msg.id, d.until_ms - now, d.reason);
+      msg.next_attempt_ms = d.until_ms;
+      future.emplace(d.until_ms, std::move(msg));
+      armTimer();
+      return;
+    case RouteDecision::Kind::kFail:
+      failMessage(std::move(msg), d.reason);
+      return;
+    case RouteDecision::Kind::kSend:
+      break;
+    }
+    Pool* pool = d.route == kMicrosoft365Route ? mailboxPool(d.mailbox) : relayPool(d.route);
+    if (pool == nullptr) {
+      router.cancel(d.charges, now);
+      failMessage(std::move(msg), "550 5.3.5 no upstream is configured for route " + d.route);
       return;
     }
-    Pool& pool = *it->second;
-    pool.ready.push_back(std::move(msg));
-    pump(pool);
+    if (d.failover) {
+      log->info("msg={} mailbox={} through relay {}: {}", msg.id, msg.mailbox, d.route, d.reason);
+    }
+    pool->ready.push_back(Ready{std::move(msg), std::move(d.route), std::move(d.charges)});
+    pump(*pool);
+  }
+
+  Pool* relayPool(std::string_view name) {
+    auto it = pool_by_relay.find(name);
+    return it == pool_by_relay.end() ? nullptr : it->second;
+  }
+
+  // The pool of a mailbox's Microsoft 365 route, made at its first use (most configured
+  // mailboxes may never send, and a pool is far larger than a ledger).
+  Pool* mailboxPool(const std::string& address) {
+    if (auto it = pool_by_mailbox.find(address); it != pool_by_mailbox.end()) {
+      return it->second;
+    }
+    const config::Mailbox* mb = router.mailbox(address);
+    if (mb == nullptr || !mb->auth || !mb->auth->password) {
+      return nullptr;
+    }
+    const config::Upstream& up = mb->smtp;
+    auto pool = std::make_unique<Pool>();
+    pool->label = fmt::format("{} via {}:{}", mb->address, up.host, up.port);
+    pool->mailbox = address;
+    pool->max_connections = router.maxConnections(address, wallClockMs());
+    pool->backoff = std::make_unique<net::Backoff>(options.connect_backoff);
+    pool->backoff_timer = net::Timer::create(loop);
+    UpstreamSettings& s = pool->base;
+    s.relay = std::string(kMicrosoft365Route);
+    s.endpoint = net::Endpoint{up.host, up.port};
+    s.bind_address = config.egress.bind_address;
+    s.client.ehlo_name = ehlo_name;
+    s.client.tls = toClientTls(up.tls);
+    // Microsoft 365 offers AUTH LOGIN and XOAUTH2 (no PLAIN); the user name is the address.
+    s.client.auth = smtp::ClientAuth::kLogin;
+    s.client.username = mb->address;
+    s.client.password = mb->auth->password->reveal();
+    s.timeouts = options.timeouts;
+    if (up.tls != config::TlsMode::kNone) {
+      auto ctx = tlsContext(up);
+      if (!ctx) {
+        log->error("mailbox={} cannot use its Microsoft 365 route: {}", mb->address,
+                   ctx.error().describe());
+        return nullptr;
+      }
+      s.tls = std::move(*ctx);
+    }
+    Pool* raw = pool.get();
+    pool_by_mailbox.emplace(address, raw);
+    pools.push_back(std::move(pool));
+    return raw;
+  }
+
+  // Client TLS contexts are shared by every pool with the same trust settings.
+  Result<net::TlsContextPtr> tlsContext(const config::Upstream& up) {
+    auto key = std::make_tuple(up.ca_file, up.allow_self_signed, up.pins);
+    if (auto it = tls_cache.find(key); it != tls_cache.end()) {
+      return it->second;
+    }
+    net::TlsClientOptions tls;
+    tls.ca_file = up.ca_file;
+    tls.allow_self_signed = up.allow_self_signed;
+    tls.pins = up.pins;
+    auto ctx = net::TlsContext::client(tls);
+    if (!ctx) {
+      return std::unexpected(ctx.error());
+    }
+    tls_cache.emplace(key, *ctx);
+    return *ctx;
+  }
+
+  // Route state changes and events from the router go to the store (drain waits for them).
+  void flushRouteChanges() {
+    for (auto& change : router.takeChanges()) {
+      if (change.event) {
+        log->info("route {} is {}: {}{}", change.state.key, change.state.state,
+                  change.state.reason.empty() ? change.event->type : change.state.reason,
+                  change.state.hint.empty() ? "" : " (hint: " + change.state.hint + ")");
+      }
+      change.state.updated_ms = wallClockMs();
+      ++store_ops;
+      store.saveRouteState(std::move(change.state), std::move(change.event),
+                           [weak = weak_from_this()](Result<void> r) {
+                             auto self = weak.lock();
+                             if (!self) {
+                               return;
+                             }
+                             --self->store_ops;
+                             if (!r) {
+                               self->log->error("cannot record a route change: {}",
+                                                r.error().describe());
+                             }
+                             self->checkDrain();
+                           });
+    }
+  }
+
+  // The mailbox's route changed (exhausted, paused, disconnected): the messages waiting for its
+  // connections go back to the router, their ledger charges given back.
+  void reroute(Pool& pool) {
+    std::deque<Ready> waiting = std::move(pool.ready);
+    pool.ready.clear();
+    const int64_t now = wallClockMs();
+    for (auto& r : waiting) {
+      router.cancel(r.charges, now);
+    }
+    for (auto& r : waiting) {
+      becomeDue(std::move(r.msg));
+    }
+  }
+
+  // Makes a held message of `mailbox` due now (its route came back).
+  void wakeMailbox(const std::string& mailbox) {
+    std::vector<QueuedMessage> woken;
+    for (auto it = future.begin(); it != future.end();) {
+      if (config::lowerAscii(it->second.mailbox) == mailbox) {
+        woken.push_back(std::move(it->second));
+        it = future.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    for (auto& m : woken) {
+      becomeDue(std::move(m));
+    }
+    armTimer();
+  }
+
+  // A disconnected route is probed with a login (a connection that sends nothing) on the
+  // router's schedule, so it comes back by itself once the credentials work.
+  void armProbes() {
+    if (draining || shut_down) {
+      return;
+    }
+    for (const auto& [mailbox, at] : router.probesDue()) {
+      auto& t = probes[mailbox];
+      if (!t) {
+        t = net::Timer::create(loop);
+      }
+      const milliseconds delay =
+          std::clamp(milliseconds(at - wallClockMs()), milliseconds(0), kMaxTimerSleep * 60);
+      t->start(delay, [this, mailbox] { probe(mailbox); });
+    }
+  }
+
+  void probe(const std::string& mailbox) {
+    Pool* pool = mailboxPool(mailbox);
+    if (pool == nullptr || draining) {
+      return;
+    }
+    if (pool->slots.empty()) {
+      log->info("mailbox={} trying the Microsoft 365 login again", mailbox);
+      openConnection(*pool);
+    }
   }
 
   // --- pools and connections ---------------------------------------------------------------
@@ -249,15 +443,19 @@ struct DeliveryEngine::State final : UpstreamConnection::Observer,
     if (draining || shut_down) {
       return;
     }
+    if (!pool.mailbox.empty()) {
+      pool.max_connections = router.maxConnections(pool.mailbox, wallClockMs());
+    }
     for (auto& slot : pool.slots) {
       while (!pool.ready.empty() && slot->idle()) {
-        QueuedMessage msg = std::move(pool.ready.front());
+        Ready r = std::move(pool.ready.front());
         pool.ready.pop_front();
-        if (pastLifetime(msg, wallClockMs(), false)) {
-          expireMessage(std::move(msg));
+        if (pastLifetime(r.msg, wallClockMs(), false)) {
+          router.cancel(r.charges, wallClockMs());
+          expireMessage(std::move(r.msg));
           continue;
         }
-        startAttempt(pool, *slot, std::move(msg));
+        startAttempt(pool, *slot, std::move(r));
       }
     }
     if (pool.ready.empty() || pool.backing_off) {
@@ -298,7 +496,7 @@ struct DeliveryEngine::State final : UpstreamConnection::Observer,
     if (slot.quitting || !slot.conn->ready()) {
       return;
     }
-    if (draining || slot.messages >= messages_per_connection) {
+    if (draining || slot.messages >= messages_per_connection || slot.close_after) {
       log->debug("conn=u{} relay={} closing after {} message(s){}", slot.conn->id(), pool.label,
                  slot.messages, draining ? " (draining)" : "");
       slot.quitting = true;
@@ -342,7 +540,15 @@ struct DeliveryEngine::State final : UpstreamConnection::Observer,
       }
       pool->backoff->reset();
     }
+    const bool back = !pool->mailbox.empty() && router.onLoginOk(pool->mailbox, wallClockMs());
     makeIdle(*pool, *slot);
+    if (back) {
+      flushRouteChanges();
+      log->info("mailbox={} the Microsoft 365 login works again; held mail goes out",
+                pool->mailbox);
+      probes.erase(pool->mailbox);
+      wakeMailbox(pool->mailbox);
+    }
   }
 
   void onUpstreamClosed(UpstreamConnection& conn, std::optional<Error> error) override {
@@ -362,10 +568,12 @@ struct DeliveryEngine::State final : UpstreamConnection::Observer,
     std::erase_if(pool->slots, [slot](const auto& s) { return s.get() == slot; });
     if (!established && !asked) {
       ++stats.connect_failures;
-      onPoolFailure(*pool, id,
-                    error ? *error
-                          : Error("smtp.closed", "the server ended the session before it was "
-                                                 "ready"));
+      const Error e = error ? *error
+                            : Error("smtp.closed", "the server ended the session before it was "
+                                                   "ready");
+      if (pool->mailbox.empty() || !onLoginFailure(*pool, id, e)) {
+        onPoolFailure(*pool, id, e);
+      }
     } else if (error) {
       log->warn("conn=u{} relay={} connection ended: {}", id, pool->label, error->describe());
     } else {
@@ -373,6 +581,55 @@ struct DeliveryEngine::State final : UpstreamConnection::Observer,
     }
     pump(*pool);
     checkDrain();
+  }
+
+  // A Microsoft 365 connection failed before it was ready. A login refused for a reason in the
+  // reply table disconnects the route (mail held or failed over, the login probed on the
+  // router's schedule); a failed probe schedules the next one. Returns false when the ordinary
+  // pool backoff applies (network trouble on an active route).
+  bool onLoginFailure(Pool& pool, uint64_t conn_id, const Error& error) {
+    const route::ReplyRule* rule = route::classifyError(error.code);
+    if (rule == nullptr) {
+      if (auto [code, text] = replyInText(error.message); code != 0) {
+        rule = route::classifyReply(code, text);
+      }
+    }
+    if (rule == nullptr && error.code == "smtp.auth_failed") {
+      // A refusal worded unlike Microsoft's: treat it as bad credentials.
+      rule = route::classifyReply(535, "5.7.3 Authentication unsuccessful");
+    }
+    const int64_t now = wallClockMs();
+    const bool disconnects = rule != nullptr && rule->action == route::ReplyAction::kDisconnect;
+    const auto view = router.view(pool.mailbox, now);
+    const bool was_disconnected = view && view->state == RouteState::kDisconnected;
+    if (!disconnects && !was_disconnected) {
+      return false;
+    }
+    const int64_t next =
+        router.onLoginFailed(pool.mailbox, disconnects ? rule : nullptr, error.message, now);
+    flushRouteChanges();
+    log->log(disconnects ? spdlog::level::err : spdlog::level::warn,
+             "conn=u{} mailbox={} Microsoft 365 login failed: {}; route disconnected, next login "
+             "in {} s{}",
+             conn_id, pool.mailbox, error.describe(), (next - now) / 1000,
+             rule != nullptr ? fmt::format(" (hint: {})", rule->hint) : std::string());
+    reroute(pool);
+    armProbes();
+    return true;
+  }
+
+  // The first "ddd " reply code (4xx or 5xx) in an error text such as "server rejected
+  // authentication: 535 5.7.3 ...", and the text after it.
+  static std::pair<int, std::string_view> replyInText(std::string_view text) {
+    for (size_t i = 0; i + 4 <= text.size(); ++i) {
+      const bool start = i == 0 || text[i - 1] == ' ';
+      if (start && (text[i] == '4' || text[i] == '5') && std::isdigit((unsigned char)text[i + 1]) &&
+          std::isdigit((unsigned char)text[i + 2]) && text[i + 3] == ' ') {
+        const int code = (text[i] - '0') * 100 + (text[i + 1] - '0') * 10 + (text[i + 2] - '0');
+        return {code, text.substr(i + 4)};
+      }
+    }
+    return {0, {}};
   }
 
   // A connection could not be set up: nobody's attempt is consumed; the whole pool waits.
@@ -404,13 +661,14 @@ struct DeliveryEngine::State final : UpstreamConnection::Observer,
   // Ready messages whose lifetime ended while their relay could not be reached.
   void sweepExpired(Pool& pool) {
     const int64_t now = wallClockMs();
-    std::deque<QueuedMessage> keep;
+    std::deque<Ready> keep;
     std::vector<QueuedMessage> expired;
-    for (auto& msg : pool.ready) {
-      if (pastLifetime(msg, now, true)) {
-        expired.push_back(std::move(msg));
+    for (auto& r : pool.ready) {
+      if (pastLifetime(r.msg, now, true)) {
+        router.cancel(r.charges, now);
+        expired.push_back(std::move(r.msg));
       } else {
-        keep.push_back(std::move(msg));
+        keep.push_back(std::move(r));
       }
     }
     pool.ready = std::move(keep);
@@ -421,23 +679,27 @@ struct DeliveryEngine::State final : UpstreamConnection::Observer,
 
   // --- one attempt ---------------------------------------------------------------------------
 
-  void startAttempt(Pool& pool, Slot& slot, QueuedMessage msg) {
+  void startAttempt(Pool& pool, Slot& slot, Ready ready) {
     slot.idle_timer->stop();
     auto att = std::make_shared<Attempt>();
     att->pool = &pool;
     att->slot = &slot;
     att->conn_id = slot.conn->id();
-    att->msg = std::move(msg);
+    att->msg = std::move(ready.msg);
+    att->route = std::move(ready.route);
+    att->charges = std::move(ready.charges);
     slot.attempt = att;
     ++in_flight;
     ++store_ops;
     const std::string id = att->msg.id;
-    store.markSending(id, wallClockMs(), [weak = weak_from_this(), att](Result<std::string> r) {
-      if (auto self = weak.lock()) {
-        --self->store_ops;
-        self->onMarked(att, std::move(r));
-      }
-    });
+    AttemptStart start{att->route, att->charges};
+    store.markSending(id, wallClockMs(), std::move(start),
+                      [weak = weak_from_this(), att](Result<std::string> r) {
+                        if (auto self = weak.lock()) {
+                          --self->store_ops;
+                          self->onMarked(att, std::move(r));
+                        }
+                      });
   }
 
   // The attempt is not going to the session (any more): its connection takes the next message.
@@ -454,6 +716,7 @@ struct DeliveryEngine::State final : UpstreamConnection::Observer,
   void onMarked(const AttemptPtr& att, Result<std::string> r) {
     if (!r) {
       --in_flight;
+      router.cancel(att->charges, wallClockMs());
       const Error& e = r.error();
       if (isTransientStoreError(e)) {
         log->warn("conn=u{} msg={} cannot start the attempt: {}; trying again in {} ms",
@@ -607,14 +870,16 @@ struct DeliveryEngine::State final : UpstreamConnection::Observer,
       o.recipients.push_back(r);
     }
     const bool unknown = result.error.has_value() && end_of_data_sent;
+    o.uncertain = unknown;
     if (unknown) {
       ++stats.unknown_outcomes;
       o.reply = "connection lost after the end of data (" + error_text +
-                "); the relay may have accepted the message, so it is sent again and may arrive "
-                "twice";
+                "); the upstream may have accepted the message, so it stays on route " +
+                att->route + " and is sent again only through it (it may arrive twice)";
       log->warn("conn=u{} msg={} connection lost after the final '.': outcome unknown; the "
-                "message will be sent again and may be a duplicate ({})",
-                conn.id(), id, result.error->describe());
+                "message stays on route {} and will be sent again through it only; it may be "
+                "a duplicate ({})",
+                conn.id(), id, att->route, result.error->describe());
     } else if (result.error) {
       o.reply = result.error->message;
     } else if (result.final_reply) {
@@ -630,12 +895,99 @@ struct DeliveryEngine::State final : UpstreamConnection::Observer,
     o.whole_message_temp_failure = !any_decided && att->local.empty() &&
                                    (result.error.has_value() || !isOk(result.mail_reply) ||
                                     (result.final_reply && result.final_reply->isTransient()));
+    if (!pool->mailbox.empty() && !unknown) {
+      if (applyMicrosoftReply(*pool, *slot, att, result, o)) {
+        return;
+      }
+    }
     record(att, std::move(o));
+  }
+
+  // The reply that failed an attempt: the end of data, else MAIL, else the first refused RCPT.
+  static std::optional<smtp::Reply> failingReply(const smtp::ClientSession::MessageResult& r) {
+    if (r.final_reply && !r.final_reply->isPositive()) {
+      return r.final_reply;
+    }
+    if (r.mail_reply && !r.mail_reply->isPositive()) {
+      return r.mail_reply;
+    }
+    for (const auto& rcpt : r.recipients) {
+      if (rcpt.reply.code >= 400) {
+        return rcpt.reply;
+      }
+    }
+    return std::nullopt;
+  }
+
+  static std::string classifiedText(const smtp::Reply& reply) {
+    return reply.enhanced.empty() ? reply.text() : reply.enhanced + " " + reply.text();
+  }
+
+  // Microsoft 365's replies that say something about the route (MICROSOFT365.md's table) turn
+  // the attempt into what the route needs. Returns true when it recorded the outcome itself.
+  bool applyMicrosoftReply(Pool& pool, Slot& slot, const AttemptPtr& att,
+                           const smtp::ClientSession::MessageResult& result, AttemptOutcome& o) {
+    const auto reply = failingReply(result);
+    if (!reply) {
+      return false;
+    }
+    const std::string text = classifiedText(*reply);
+    const route::ReplyRule* rule = route::classifyReply(reply->code, text);
+    if (rule == nullptr) {
+      return false;
+    }
+    const int64_t now = wallClockMs();
+    const ReplyEffect effect = router.onReply(pool.mailbox, *rule, reply->code, text, now);
+    log->warn("conn=u{} msg={} mailbox={} Microsoft 365 answered '{} {}': {} ({})", att->conn_id,
+              att->msg.id, pool.mailbox, reply->code, text, rule->name,
+              route::toString(rule->action));
+    flushRouteChanges();
+    if (rule->action == route::ReplyAction::kReject) {
+      o.whole_message_temp_failure = false;
+      o.reply = effect.reply;
+      for (auto& r : o.recipients) {
+        if (r.result != DeliveryResult::kSent) {
+          r.result = DeliveryResult::kPermFail;
+          r.reply = effect.reply;
+        }
+      }
+      record(att, std::move(o));
+      return true;
+    }
+    // Nothing was delivered through the route, so the message is free to go again (through
+    // whatever route is right by then) without counting against its retry schedule.
+    const bool any_sent = std::any_of(o.recipients.begin(), o.recipients.end(), [](const auto& r) {
+      return r.result == DeliveryResult::kSent;
+    });
+    if (!any_sent) {
+      o.whole_message_temp_failure = true;
+      o.recipients.clear();
+    }
+    o.reply = effect.reply;
+    o.next_attempt_ms = effect.retry_at_ms;
+    // The connection QUITs when it is idle again (makeIdle).
+    slot.close_after = slot.close_after || effect.close_connection;
+    record(att, std::move(o));
+    if (rule->action != route::ReplyAction::kFewerConnections &&
+        rule->action != route::ReplyAction::kPace) {
+      reroute(pool);
+    }
+    return true;
   }
 
   // --- recording outcomes --------------------------------------------------------------------
 
   void record(const AttemptPtr& att, AttemptOutcome outcome) {
+    outcome.route = att->route;
+    uint32_t kept = 0;
+    if (outcome.uncertain) {
+      kept = std::numeric_limits<uint32_t>::max();
+    } else if (!outcome.whole_message_temp_failure) {
+      for (const auto& r : outcome.recipients) {
+        kept += r.result == DeliveryResult::kSent ? 1 : 0;
+      }
+    }
+    outcome.refunds = router.refund(att->charges, kept, outcome.now_ms);
     ++store_ops;
     submitRecord(att->conn_id, std::move(outcome));
   }
@@ -750,38 +1102,40 @@ struct DeliveryEngine::State final : UpstreamConnection::Observer,
     checkDrain();
   }
 
-  // Unknown route: markSending, then every pending recipient fails with the reason.
-  void failNoRoute(QueuedMessage msg) {
-    log->error("msg={} route '{}' names no configured relay; the message fails", msg.id, msg.route);
+  // No route can take the message: markSending, then every pending recipient fails with `reply`.
+  void failMessage(QueuedMessage msg, std::string reply) {
+    log->error("msg={} fails: {}", msg.id, reply);
     ++in_flight;
     ++store_ops;
     const std::string id = msg.id;
-    store.markSending(id, wallClockMs(), [weak = weak_from_this(), msg](Result<std::string> r) {
-      auto self = weak.lock();
-      if (!self) {
-        return;
-      }
-      --self->store_ops;
-      if (!r) {
-        --self->in_flight;
-        self->log->warn("msg={} not failed: {}", msg.id, r.error().describe());
-        self->known.erase(msg.id);
-        self->checkDrain();
-        return;
-      }
-      AttemptOutcome o;
-      o.id = msg.id;
-      o.now_ms = wallClockMs();
-      o.next_attempt_ms = o.now_ms;
-      o.reply = "550 5.3.5 no relay named '" + msg.route + "' is configured";
-      for (const auto& rcpt : msg.recipients) {
-        if (rcpt.status == RecipientStatus::kPending) {
-          o.recipients.push_back({rcpt.address, DeliveryResult::kPermFail, o.reply});
-        }
-      }
-      ++self->store_ops;
-      self->submitRecord(0, std::move(o));
-    });
+    store.markSending(
+        id, wallClockMs(),
+        [weak = weak_from_this(), msg, reply = std::move(reply)](Result<std::string> r) {
+          auto self = weak.lock();
+          if (!self) {
+            return;
+          }
+          --self->store_ops;
+          if (!r) {
+            --self->in_flight;
+            self->log->warn("msg={} not failed: {}", msg.id, r.error().describe());
+            self->known.erase(msg.id);
+            self->checkDrain();
+            return;
+          }
+          AttemptOutcome o;
+          o.id = msg.id;
+          o.now_ms = wallClockMs();
+          o.next_attempt_ms = o.now_ms;
+          o.reply = reply;
+          for (const auto& rcpt : msg.recipients) {
+            if (rcpt.status == RecipientStatus::kPending) {
+              o.recipients.push_back({rcpt.address, DeliveryResult::kPermFail, o.reply});
+            }
+          }
+          ++self->store_ops;
+          self->submitRecord(0, std::move(o));
+        });
   }
 
   // Runs `fn` after `delay` on the loop. The timer belongs to this State.
@@ -900,8 +1254,9 @@ Result<std::unique_ptr<DeliveryEngine>> DeliveryEngine::create(net::Loop& loop,
     return std::unexpected(v.error());
   }
   const std::string ehlo = config.node.id.empty() ? hostName() : config.node.id;
-  auto state = std::make_shared<State>(loop, store, std::move(options), RetryPolicy(ro),
+  auto state = std::make_shared<State>(loop, store, config, std::move(options), RetryPolicy(ro),
                                        config.queue.messages_per_connection);
+  state->ehlo_name = ehlo;
 
   // Relays with the same host, port, TLS mode and credentials share one pool (and the first
   // one's connection cap).
@@ -951,11 +1306,7 @@ Result<std::unique_ptr<DeliveryEngine>> DeliveryEngine::create(net::Loop& loop,
     s.token_source = std::move(tokens);
     s.timeouts = state->options.timeouts;
     if (up.tls != config::TlsMode::kNone) {
-      net::TlsClientOptions tls;
-      tls.ca_file = up.ca_file;
-      tls.allow_self_signed = up.allow_self_signed;
-      tls.pins = up.pins;
-      auto ctx = net::TlsContext::client(tls);
+      auto ctx = state->tlsContext(up);
       if (!ctx) {
         return fail("tls.config", fmt::format("relays.{}: {}", name, ctx.error().message),
                     ctx.error().hint);
@@ -966,6 +1317,15 @@ Result<std::unique_ptr<DeliveryEngine>> DeliveryEngine::create(net::Loop& loop,
     state->pool_by_relay.emplace(name, pool.get());
     state->pools.push_back(std::move(pool));
   }
+
+  // Ledgers and route states survive restarts.
+  const int64_t now = wallClockMs();
+  auto snapshot = store.loadRouting(now, state->router.maxWindowMs());
+  if (!snapshot) {
+    return std::unexpected(snapshot.error());
+  }
+  state->router.restore(*snapshot, now);
+  state->armProbes();
   return std::make_unique<DeliveryEngine>(PrivateTag{}, std::move(state));
 }
 

@@ -21,6 +21,7 @@
 #include "config/config.h"
 #include "net/backoff.h"
 #include "relay/queue_store.h"
+#include "relay/router.h"
 #include "relay/smtp/protocol/client_session.h"
 #include "relay/token_source.h"
 #include "relay/upstream_connection.h"
@@ -61,6 +62,9 @@ struct DeliveryOptions {
   // Per relay name: where XOAUTH2 access tokens come from (the username is auth.username).
   // Setting one makes that relay use XOAUTH2.
   std::map<std::string, std::shared_ptr<TokenSource>> token_sources;
+
+  // Timers and backoffs of the routing policy (relay/router.h).
+  RouterOptions router;
 };
 
 // Counters since creation, for metrics and tests.
@@ -79,8 +83,9 @@ struct DeliveryStats {
 
 class DeliveryEngine {
 public:
-  // Builds client TLS contexts for every relay in config.relays. Errors: "tls.config" naming the
-  // relay (unreadable ca_file, malformed pin).
+  // Builds client TLS contexts for every relay in config.relays and loads the routing state
+  // (ledgers, route states) from the store. `config` must outlive the engine. Errors:
+  // "tls.config" naming the relay (unreadable ca_file, malformed pin), store errors.
   static Result<std::unique_ptr<DeliveryEngine>>
   create(net::Loop& loop, const config::Config& config, QueueStore& store);
   static Result<std::unique_ptr<DeliveryEngine>>

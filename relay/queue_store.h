@@ -25,8 +25,10 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace mailgate::relay {
@@ -68,6 +70,56 @@ enum class DeliveryResult { kSent, kTempFail, kPermFail };
   return "unknown";
 }
 
+// How much a send takes from a ledger (relay/route/ledger.h): `count` recipients added to the
+// bucket that starts at bucket_ms of the ledger named `key` ("m365:<address>", "relay:<name>").
+// A negative count gives recipients back (an attempt that reached nobody). Stored durably in the
+// same transaction as the message state it belongs to, so a restart never forgets a send.
+struct LedgerCharge {
+  std::string key;
+  int64_t bucket_ms = 0;
+  int64_t count = 0;
+};
+
+// Which route an attempt takes and what it costs: passed to markSending.
+struct AttemptStart {
+  std::string route;                 // "microsoft365" or a relay name; empty: keep the stored one
+  std::vector<LedgerCharge> charges; // applied in the same transaction
+};
+
+// An event that is not about one message's state (route changes, alerts). `data_json` is a JSON
+// object (the event's "data"), or empty for {}.
+struct EventRecord {
+  std::string type; // "route.failover", "route.disconnected", ...
+  std::string tenant;
+  std::string mailbox;
+  std::string data_json;
+};
+
+// The persisted state of one route (a mailbox's microsoft365 route or a relay): survives restarts
+// next to its ledger. `state` is the route's state name ("active", "exhausted", "paused",
+// "disconnected", "failover"); `until_ms` when it ends by itself (0: it does not).
+struct RouteStateRecord {
+  std::string key; // same keys as LedgerCharge
+  std::string state;
+  int64_t until_ms = 0;
+  std::string reason; // the upstream reply or local reason that caused it
+  std::string hint;   // what an administrator can do
+  int64_t updated_ms = 0;
+};
+
+// One stored ledger bucket.
+struct LedgerBucket {
+  std::string key;
+  int64_t bucket_ms = 0;
+  int64_t count = 0;
+};
+
+// Everything routing needs back after a restart (QueueStore::loadRouting).
+struct RoutingSnapshot {
+  std::vector<LedgerBucket> buckets;    // count > 0 only
+  std::vector<RouteStateRecord> states; // one per key that has one
+};
+
 struct NewMessage {
   std::string mail_from;               // reverse-path without angle brackets; empty for <>
   std::vector<std::string> recipients; // forward-paths, in RCPT order; duplicates are kept
@@ -78,9 +130,12 @@ struct NewMessage {
   std::string message_id;              // optional RFC 5322 Message-ID, with angle brackets
   bool smtputf8 = false;
   bool body_8bit = false;
+  // The route of the first attempt; empty: decided per attempt by the router (tenants
+  // configured). "default" is the relay-only mode of a configuration without tenants.
   std::string route = "default";
-  int64_t now_ms = 0;        // wall-clock ms since the epoch; becomes created_ms
-  int64_t expires_at_ms = 0; // end of the lifetime (RetryPolicy::expiresAt(now_ms))
+  std::string priority = "bulk"; // "bulk" or "personal" (X-Mailgate-Priority)
+  int64_t now_ms = 0;            // wall-clock ms since the epoch; becomes created_ms
+  int64_t expires_at_ms = 0;     // end of the lifetime (RetryPolicy::expiresAt(now_ms))
 };
 
 struct RecipientState {
@@ -98,8 +153,8 @@ struct QueuedMessage {
   int64_t created_ms = 0;
   int64_t next_attempt_ms = 0; // when a queued/deferred message is due
   int64_t expires_at_ms = 0;
-  size_t size = 0; // body bytes
-  std::string route;
+  size_t size = 0;   // body bytes
+  std::string route; // the route of the last attempt (or the one chosen at enqueue)
   std::string submitter;
   std::string tenant;
   std::string mailbox;
@@ -107,6 +162,13 @@ struct QueuedMessage {
   bool smtputf8 = false;
   bool body_8bit = false;
   std::string last_reply; // the last message-level reply or error text
+  std::string priority = "bulk";
+  // The message may not change route any more: a recipient was delivered through `route`, or an
+  // attempt through it ended with an unknown outcome (docs/routing.md, "one route per message").
+  bool route_pinned = false;
+  // Sent-folder write-back: "" (none needed), "pending" (delivered through a relay for a
+  // mailbox: the IMAP side must APPEND it), "done".
+  std::string writeback;
 
   [[nodiscard]] size_t pendingRecipients() const {
     size_t n = 0;
@@ -138,6 +200,15 @@ struct AttemptOutcome {
   // When to try again if recipients remain pending (RetryPolicy::nextAttempt). The store never
   // schedules past expires_at_ms: a later value is clamped so one last attempt happens at expiry.
   int64_t next_attempt_ms = 0;
+  // The route this attempt used (as given to markSending). When a recipient is delivered through
+  // a route other than "microsoft365" for a message with a mailbox, writeback becomes "pending".
+  std::string route;
+  // The connection was lost after the final "." (the upstream may have the message): the store
+  // pins the message to `route` and records a message.uncertain event. A recipient delivered in
+  // this attempt pins it too.
+  bool uncertain = false;
+  // Recipients given back to ledgers (negative counts), in the same transaction.
+  std::vector<LedgerCharge> refunds;
 };
 
 struct QueueCounts {
@@ -165,7 +236,12 @@ public:
   // queued|deferred → sending, attempts + 1, message.sending event, and hands back the body to
   // send: one storage round trip before a delivery attempt instead of two. Errors:
   // store.not_found, store.state (already sending, or final); on any error nothing changed.
-  virtual void markSending(std::string id, int64_t now_ms,
+  void markSending(std::string id, int64_t now_ms, std::function<void(Result<std::string>)> done) {
+    markSending(std::move(id), now_ms, AttemptStart{}, std::move(done));
+  }
+  // The same, and also sets the message's route (unless start.route is empty) and applies the
+  // ledger charges, all in one transaction. The message.sending event carries data.route.
+  virtual void markSending(std::string id, int64_t now_ms, AttemptStart start,
                            std::function<void(Result<std::string>)> done) = 0;
 
   // Applies per-recipient results to a message in state `sending` and decides its new state:
@@ -194,6 +270,21 @@ public:
   // with an event saying so; messages past their lifetime are expired as by expire(). Returns
   // every message that is still queued or deferred, ordered by next_attempt_ms.
   virtual Result<std::vector<QueuedMessage>> recover(int64_t now_ms) = 0;
+
+  // --- routing state (docs/routing.md) -------------------------------------------------------
+
+  // Stores (replaces) the state of one route and, when `event` is set, records that event in the
+  // same transaction.
+  virtual void saveRouteState(RouteStateRecord state, std::optional<EventRecord> event,
+                              std::function<void(Result<void>)> done) = 0;
+
+  // Records one event that belongs to no message.
+  virtual void recordEvent(EventRecord event, std::function<void(Result<void>)> done) = 0;
+
+  // Called once at start-up, before the loop runs; blocks. Deletes ledger buckets that ended
+  // before now_ms - max_window_ms (they can no longer count), returns the rest and every stored
+  // route state.
+  virtual Result<RoutingSnapshot> loadRouting(int64_t now_ms, int64_t max_window_ms) = 0;
 };
 
 } // namespace mailgate::relay

@@ -51,6 +51,7 @@ Result<std::unique_ptr<SubmissionServer>> SubmissionServer::create(net::Loop& lo
   ctx.hostname = localHostname(config);
   ctx.accepted = std::move(accepted);
   ctx.log = logger("smtp");
+  ctx.directory = std::make_shared<policy::SenderDirectory>(config);
 
   const auto& l = config.listeners.smtp;
   if (l.tls) {

@@ -2,6 +2,8 @@
 
 #include "base/secret.h"
 #include "net/loop.h"
+#include "relay/policy/message_headers.h"
+#include "relay/route/ledger.h"
 
 #include <chrono>
 #include <ctime>
@@ -60,10 +62,26 @@ smtp::ServerOptions serverOptions(const SubmissionContext& ctx, const std::strin
       }
     }
   }
+  if (ctx.directory && !ctx.directory->empty()) {
+    o.check_sender = [dir = ctx.directory, config = ctx.config](
+                         std::string_view identity,
+                         std::string_view mail_from) -> std::optional<smtp::PolicyRefusal> {
+      auto r = dir->resolve(mail_from, submitterTenants(*config, identity));
+      if (r) {
+        return std::nullopt;
+      }
+      return smtp::PolicyRefusal{r.error().code, r.error().enhanced, r.error().text};
+    };
+  }
   return o;
 }
 
 } // namespace
+
+std::vector<std::string> submitterTenants(const config::Config& config, std::string_view identity) {
+  const config::ApiToken* token = config.findToken(identity);
+  return token != nullptr ? token->tenants : std::vector<std::string>{};
+}
 
 std::string hostOfAddress(std::string_view address) {
   if (!address.empty() && address.front() == '[') {
@@ -272,9 +290,49 @@ void SubmissionSession::handle(smtp::ServerSession::Authenticate& request) {
   session_.authResult(ok, request.username);
 }
 
+bool SubmissionSession::applyPolicy(smtp::ServerSession::Message& request, NewMessage& msg) {
+  auto refuse = [this](int code, std::string_view enhanced, const std::string& text) {
+    ctx_->log->warn("[c{}] message refused: {} {} {}", id_, code, enhanced, text);
+    session_.messageResult(code, enhanced, text);
+    pump();
+    return false;
+  };
+  // Resolved again: the configuration may have changed since MAIL FROM, and the result is
+  // needed here anyway.
+  auto mailbox = ctx_->directory->resolve(request.mail_from,
+                                          submitterTenants(*ctx_->config, request.identity));
+  if (!mailbox) {
+    return refuse(mailbox.error().code, mailbox.error().enhanced, mailbox.error().text);
+  }
+  auto facts = policy::scanHeaders(request.data);
+  if (!facts) {
+    return refuse(554, "5.6.0", facts.error().message);
+  }
+  if (auto from = ctx_->directory->checkFrom(*mailbox, facts->from); !from) {
+    return refuse(from.error().code, from.error().enhanced, from.error().text);
+  }
+  if (facts->priority) {
+    auto priority = route::parsePriority(*facts->priority);
+    if (!priority) {
+      return refuse(554, "5.6.0",
+                    "X-Mailgate-Priority must be 'personal' or 'bulk' (default bulk)");
+    }
+    msg.priority = std::string(route::toString(*priority));
+    // The header is ours; it never leaves the gateway.
+    request.data = policy::removeHeaderField(request.data, "X-Mailgate-Priority");
+  }
+  msg.tenant = mailbox->tenant->id;
+  msg.mailbox = mailbox->mailbox->address;
+  msg.route.clear(); // the router decides per attempt
+  return true;
+}
+
 void SubmissionSession::handle(smtp::ServerSession::Message& request) {
   const int64_t now = wallClockMs();
   NewMessage msg;
+  if (ctx_->directory && !ctx_->directory->empty() && !applyPolicy(request, msg)) {
+    return;
+  }
   msg.mail_from = std::move(request.mail_from);
   msg.recipients = std::move(request.recipients);
   msg.message_id = findMessageId(request.data);
@@ -288,7 +346,6 @@ void SubmissionSession::handle(smtp::ServerSession::Message& request) {
   msg.submitter = request.identity;
   msg.smtputf8 = request.params.smtputf8;
   msg.body_8bit = request.params.body == smtp::BodyType::k8BitMime;
-  msg.route = "default";
   msg.now_ms = now;
   msg.expires_at_ms = now + ctx_->config->queue.lifetime.count();
 
@@ -305,6 +362,9 @@ void SubmissionSession::handle(smtp::ServerSession::Message& request) {
   queued.size = msg.body.size();
   queued.route = msg.route;
   queued.submitter = msg.submitter;
+  queued.tenant = msg.tenant;
+  queued.mailbox = msg.mailbox;
+  queued.priority = msg.priority;
   queued.message_id = msg.message_id;
   queued.smtputf8 = msg.smtputf8;
   queued.body_8bit = msg.body_8bit;

@@ -6,6 +6,7 @@
 #include "config/config.h"
 #include "net/connection.h"
 #include "net/timer.h"
+#include "relay/policy/sender_directory.h"
 #include "relay/queue_store.h"
 #include "relay/smtp/protocol/server_session.h"
 
@@ -23,6 +24,9 @@ struct SubmissionContext {
   QueueStore* store = nullptr;
   const config::Config* config = nullptr;
   net::TlsContextPtr tls; // null: no STARTTLS
+  // Who may send as whom. Empty (no tenant has mailboxes): relay-only mode, every sender is
+  // accepted and every message goes to relay "default".
+  std::shared_ptr<const policy::SenderDirectory> directory;
   std::string hostname;
   std::function<void(QueuedMessage)> accepted;
   std::shared_ptr<spdlog::logger> log;
@@ -53,6 +57,9 @@ private:
   void handle(smtp::ServerSession::StartTls&);
   void handle(smtp::ServerSession::Authenticate& request);
   void handle(smtp::ServerSession::Message& request);
+  // Sender policy for a message with tenants configured: resolves the mailbox, checks the From
+  // header, reads and removes X-Mailgate-Priority. Returns false after answering the client.
+  bool applyPolicy(smtp::ServerSession::Message& request, NewMessage& msg);
   void handle(smtp::ServerSession::Close& request);
   void armTimer();
   void finish();
@@ -79,6 +86,11 @@ using SubmissionSessionPtr = std::shared_ptr<SubmissionSession>;
 [[nodiscard]] std::string receivedHeader(std::string_view helo, std::string_view peer_ip,
                                          std::string_view hostname, bool tls, bool authenticated,
                                          int64_t now_ms);
+
+// The tenants a submitter (token name, or the trusted_as name) may send for; {"*"} for all, empty
+// for an unknown name.
+[[nodiscard]] std::vector<std::string> submitterTenants(const config::Config& config,
+                                                        std::string_view identity);
 
 // The value of the first Message-ID header in the header block, or empty.
 [[nodiscard]] std::string findMessageId(std::string_view message);

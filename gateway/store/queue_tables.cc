@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <fmt/format.h>
+#include <limits>
 #include <unordered_map>
 #include <utility>
 
@@ -29,7 +30,12 @@ namespace {
 
 constexpr std::string_view kMessageColumns =
     "id, state, mail_from, submitter, tenant, mailbox, message_id, route, smtputf8, body_8bit, "
-    "size, attempts, created_ms, next_attempt_ms, expires_at_ms, last_reply";
+    "size, attempts, created_ms, next_attempt_ms, expires_at_ms, last_reply, priority, "
+    "route_pinned, writeback";
+
+// The route every Microsoft 365 attempt names; delivery through any other route (a relay) needs
+// the Sent-folder write-back.
+constexpr std::string_view kMicrosoft365Route = "microsoft365";
 
 MessageState parseState(std::string_view s) {
   if (s == "sending") {
@@ -76,6 +82,9 @@ QueuedMessage readMessage(const Statement& s) {
   m.next_attempt_ms = s.int64(13);
   m.expires_at_ms = s.int64(14);
   m.last_reply = s.text(15);
+  m.priority = s.text(16);
+  m.route_pinned = s.int64(17) != 0;
+  m.writeback = s.text(18);
   return m;
 }
 
@@ -155,6 +164,8 @@ struct QueueTables::Statements {
   Statement mark_sending, select_message, select_recipients, update_recipient, update_message;
   Statement select_body, count_states, requeue_sending, select_expired, select_active,
       select_active_recipients, list_events;
+  Statement add_to_bucket, delete_empty_bucket, upsert_route_state, prune_ledger, select_ledger,
+      select_route_states;
 };
 
 QueueTables::QueueTables(Key, SqliteDb db)
@@ -177,16 +188,17 @@ Result<std::unique_ptr<QueueTables>> QueueTables::create(SqliteDb db) {
       {&s.insert_message,
        "INSERT INTO messages (id, body_id, state, mail_from, submitter, tenant, mailbox, "
        "message_id, route, smtputf8, body_8bit, size, attempts, created_ms, updated_ms, "
-       "next_attempt_ms, expires_at_ms, last_reply) "
+       "next_attempt_ms, expires_at_ms, last_reply, priority) "
        "VALUES (?1, ?2, 'queued', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 0, ?12, ?12, ?12, ?13, "
-       "'')"},
+       "'', ?14)"},
       {&s.insert_recipient,
        "INSERT INTO recipients (message, idx, address, status, last_reply, updated_ms) "
        "VALUES (?, ?, ?, 'pending', '', ?)"},
       {&s.insert_event, "INSERT INTO events (id, type, time, queue_id, tenant, mailbox, data) "
                         "VALUES (?, ?, ?, ?, ?, ?, ?)"},
       {&s.mark_sending,
-       "UPDATE messages SET state = 'sending', attempts = attempts + 1, updated_ms = ?2 "
+       "UPDATE messages SET state = 'sending', attempts = attempts + 1, updated_ms = ?2, "
+       "route = iif(?3 = '', route, ?3) "
        "WHERE id = ?1 AND state IN ('queued', 'deferred')"},
       {&s.select_message, fmt::format("SELECT {} FROM messages WHERE id = ?", kMessageColumns)},
       {&s.select_recipients,
@@ -194,13 +206,14 @@ Result<std::unique_ptr<QueueTables>> QueueTables::create(SqliteDb db) {
       {&s.update_recipient, "UPDATE recipients SET status = ?3, last_reply = ?4, updated_ms = ?5 "
                             "WHERE message = ?1 AND idx = ?2"},
       {&s.update_message,
-       "UPDATE messages SET state = ?2, next_attempt_ms = ?3, last_reply = ?4, updated_ms = ?5 "
-       "WHERE id = ?1"},
+       "UPDATE messages SET state = ?2, next_attempt_ms = ?3, last_reply = ?4, updated_ms = ?5, "
+       "route = ?6, route_pinned = ?7, writeback = ?8 WHERE id = ?1"},
       {&s.select_body,
        "SELECT b.data FROM messages m JOIN bodies b ON b.body_id = m.body_id WHERE m.id = ?"},
       {&s.count_states, "SELECT state, count(*) FROM messages GROUP BY state"},
       {&s.requeue_sending,
-       "UPDATE messages SET state = 'queued', next_attempt_ms = ?1, updated_ms = ?1 "
+       "UPDATE messages SET state = 'queued', next_attempt_ms = ?1, updated_ms = ?1, "
+       "route_pinned = iif(route = '', route_pinned, 1) "
        "WHERE state = 'sending' RETURNING id"},
       {&s.select_expired,
        "SELECT id FROM messages WHERE state IN ('queued', 'deferred') AND expires_at_ms <= ?"},
@@ -214,6 +227,20 @@ Result<std::unique_ptr<QueueTables>> QueueTables::create(SqliteDb db) {
        "ORDER BY r.message, r.idx"},
       {&s.list_events, "SELECT seq, id, type, time, queue_id, tenant, mailbox, data FROM events "
                        "WHERE seq > ? ORDER BY seq LIMIT ?"},
+      {&s.add_to_bucket,
+       "INSERT INTO ledger (key, bucket_ms, count) VALUES (?1, ?2, max(?3, 0)) "
+       "ON CONFLICT (key, bucket_ms) DO UPDATE SET count = max(ledger.count + ?3, 0)"},
+      {&s.delete_empty_bucket,
+       "DELETE FROM ledger WHERE key = ?1 AND bucket_ms = ?2 AND count <= 0"},
+      {&s.upsert_route_state,
+       "INSERT INTO route_state (key, state, until_ms, reason, hint, updated_ms) "
+       "VALUES (?1, ?2, ?3, ?4, ?5, ?6) "
+       "ON CONFLICT (key) DO UPDATE SET state = excluded.state, until_ms = excluded.until_ms, "
+       "reason = excluded.reason, hint = excluded.hint, updated_ms = excluded.updated_ms"},
+      {&s.prune_ledger, "DELETE FROM ledger WHERE bucket_ms < ?1 OR count <= 0"},
+      {&s.select_ledger, "SELECT key, bucket_ms, count FROM ledger ORDER BY key, bucket_ms"},
+      {&s.select_route_states,
+       "SELECT key, state, until_ms, reason, hint, updated_ms FROM route_state ORDER BY key"},
   };
   for (const auto& [stmt, text] : sql) {
     auto prepared = t->db_.prepare(text);
@@ -289,7 +316,7 @@ Result<std::string> QueueTables::enqueue(const relay::NewMessage& msg) {
     s.bind(5, msg.tenant).bind(6, msg.mailbox).bind(7, msg.message_id).bind(8, msg.route);
     s.bind(9, int64_t{msg.smtputf8}).bind(10, int64_t{msg.body_8bit});
     s.bind(11, static_cast<int64_t>(msg.body.size())).bind(12, msg.now_ms);
-    s.bind(13, msg.expires_at_ms);
+    s.bind(13, msg.expires_at_ms).bind(14, msg.priority);
     MG_TRY(s.run());
   }
   {
@@ -308,6 +335,7 @@ Result<std::string> QueueTables::enqueue(const relay::NewMessage& msg) {
   w.key("recipient_count").value(msg.recipients.size());
   w.key("size").value(msg.body.size());
   w.key("route").value(msg.route);
+  w.key("priority").value(msg.priority);
   w.endObject();
   MG_TRY(addEvent("message.queued", msg.now_ms, m, w.str()));
   return m.id;
@@ -329,11 +357,12 @@ Result<QueuedMessage> QueueTables::get(const std::string& id) {
   return m;
 }
 
-Result<void> QueueTables::markSending(const std::string& id, int64_t now_ms) {
+Result<void> QueueTables::markSending(const std::string& id, int64_t now_ms,
+                                      const relay::AttemptStart& start) {
   {
     auto& s = st_->mark_sending;
     StatementScope scope(s);
-    s.bind(1, id).bind(2, now_ms);
+    s.bind(1, id).bind(2, now_ms).bind(3, start.route);
     MG_TRY(s.run());
   }
   const bool started = db_.changes() != 0;
@@ -351,7 +380,29 @@ Result<void> QueueTables::markSending(const std::string& id, int64_t now_ms) {
   w.key("attempt").value(m->attempts);
   w.key("route").value(m->route);
   w.endObject();
+  MG_TRY(applyCharges(start.charges));
   return addEvent("message.sending", now_ms, *m, w.str());
+}
+
+Result<void> QueueTables::applyCharges(const std::vector<relay::LedgerCharge>& charges) {
+  for (const auto& c : charges) {
+    if (c.count == 0) {
+      continue;
+    }
+    {
+      auto& s = st_->add_to_bucket;
+      StatementScope scope(s);
+      s.bind(1, c.key).bind(2, c.bucket_ms).bind(3, c.count);
+      MG_TRY(s.run());
+    }
+    if (c.count < 0) {
+      auto& s = st_->delete_empty_bucket;
+      StatementScope scope(s);
+      s.bind(1, c.key).bind(2, c.bucket_ms);
+      MG_TRY(s.run());
+    }
+  }
+  return {};
 }
 
 Result<void> QueueTables::persistDelivery(const QueuedMessage& m, const DeliveryEffects& fx,
@@ -367,18 +418,18 @@ Result<void> QueueTables::persistDelivery(const QueuedMessage& m, const Delivery
   auto& s = st_->update_message;
   StatementScope scope(s);
   s.bind(1, m.id).bind(2, toString(m.state)).bind(3, m.next_attempt_ms).bind(4, m.last_reply);
-  s.bind(5, now_ms);
+  s.bind(5, now_ms).bind(6, m.route).bind(7, int64_t{m.route_pinned}).bind(8, m.writeback);
   return s.run();
 }
 
 Result<void> QueueTables::reportDelivery(const QueuedMessage& m, const DeliveryEffects& fx,
-                                         int64_t now_ms, bool by_expiry) {
+                                         int64_t now_ms, bool by_expiry, std::string_view route) {
   const auto bounce = [&](const std::vector<size_t>& which, std::string_view reason) {
     JsonWriter w;
     beginData(w, m, reason);
     w.key("reply").value(m.recipients[which.front()].last_reply);
     w.key("attempts").value(m.attempts);
-    w.key("route").value(m.route);
+    w.key("route").value(route);
     writeRecipients(w, m, which);
     w.endObject();
     return addEvent("message.bounced", now_ms, m, w.str());
@@ -420,7 +471,7 @@ Result<void> QueueTables::reportDelivery(const QueuedMessage& m, const DeliveryE
   beginData(w, m, reason);
   w.key("reply").value(m.last_reply);
   w.key("attempts").value(m.attempts);
-  w.key("route").value(m.route);
+  w.key("route").value(route);
   if (m.state == MessageState::kDeferred) {
     w.key("next_attempt").value(formatRfc3339(m.next_attempt_ms));
   }
@@ -438,9 +489,32 @@ Result<QueuedMessage> QueueTables::recordAttempt(const relay::AttemptOutcome& ou
     return fail("store.state", fmt::format("message {} is {}, not sending; call markSending first",
                                            m->id, toString(m->state)));
   }
+  MG_TRY(applyCharges(outcome.refunds));
   const DeliveryEffects fx = relay::applyAttempt(*m, outcome);
+  const std::string route = outcome.route.empty() ? m->route : outcome.route;
+  // One route per message (docs/routing.md): once a recipient has it, or the upstream may have
+  // it, another route would send it a second time.
+  if (outcome.uncertain || !fx.sent.empty()) {
+    m->route_pinned = true;
+    m->route = route;
+  }
+  if (!fx.sent.empty() && route != kMicrosoft365Route && !m->mailbox.empty() &&
+      m->writeback.empty()) {
+    m->writeback = "pending"; // Microsoft 365 files its own copy in Sent Items; a relay does not
+  }
   MG_TRY(persistDelivery(*m, fx, outcome.now_ms));
-  MG_TRY(reportDelivery(*m, fx, outcome.now_ms, false));
+  if (outcome.uncertain) {
+    JsonWriter w;
+    beginData(w, *m,
+              "the connection was lost after the message was sent; the upstream may have it, so "
+              "the message stays on this route (a retry may deliver a duplicate)");
+    w.key("route").value(route);
+    w.key("reply").value(outcome.reply);
+    w.key("attempts").value(m->attempts);
+    w.endObject();
+    MG_TRY(addEvent("message.uncertain", outcome.now_ms, *m, w.str()));
+  }
+  MG_TRY(reportDelivery(*m, fx, outcome.now_ms, false, route));
   return m;
 }
 
@@ -452,7 +526,7 @@ Result<QueuedMessage> QueueTables::expireLoaded(QueuedMessage m, int64_t now_ms)
   }
   const DeliveryEffects fx = relay::applyExpiry(m, now_ms);
   MG_TRY(persistDelivery(m, fx, now_ms));
-  MG_TRY(reportDelivery(m, fx, now_ms, true));
+  MG_TRY(reportDelivery(m, fx, now_ms, true, m.route));
   return m;
 }
 
@@ -516,6 +590,8 @@ Result<std::vector<QueuedMessage>> QueueTables::recover(int64_t now_ms) {
     w.key("recovered").value(true);
     w.key("attempts").value(m->attempts);
     w.key("route").value(m->route);
+    // The interrupted attempt may have reached its upstream: the message keeps its route.
+    w.key("route_pinned").value(m->route_pinned);
     w.endObject();
     MG_TRY(addEvent("message.queued", now_ms, *m, w.str()));
   }
@@ -556,6 +632,73 @@ Result<std::vector<StoredEvent>> QueueTables::listEvents(int64_t after_seq, size
   MG_TRY(forEachRow(s, [&] {
     out.push_back(StoredEvent{s.int64(0), s.text(1), s.text(2), s.text(3), s.text(4), s.text(5),
                               s.text(6), s.text(7)});
+  }));
+  return out;
+}
+
+Result<void> QueueTables::addRouteEvent(const relay::EventRecord& event, int64_t now_ms) {
+  auto& s = st_->insert_event;
+  StatementScope scope(s);
+  const std::string id = ids_.next(wallClockMs());
+  const std::string time = formatRfc3339(now_ms);
+  // Our own code builds data_json (relay/route), so it is stored as given, not re-validated.
+  const std::string_view data =
+      event.data_json.empty() ? std::string_view("{}") : std::string_view(event.data_json);
+  s.bind(1, id).bind(2, event.type).bind(3, time).bind(4, std::string_view());
+  s.bind(5, event.tenant).bind(6, event.mailbox).bind(7, data);
+  return s.run();
+}
+
+Result<void> QueueTables::saveRouteState(const relay::RouteStateRecord& state,
+                                         const std::optional<relay::EventRecord>& event) {
+  {
+    auto& s = st_->upsert_route_state;
+    StatementScope scope(s);
+    s.bind(1, state.key).bind(2, state.state).bind(3, state.until_ms).bind(4, state.reason);
+    s.bind(5, state.hint).bind(6, state.updated_ms);
+    MG_TRY(s.run());
+  }
+  if (event) {
+    // The event happened when the state changed.
+    return addRouteEvent(*event, state.updated_ms);
+  }
+  return {};
+}
+
+Result<void> QueueTables::recordEvent(const relay::EventRecord& event) {
+  return addRouteEvent(event, wallClockMs());
+}
+
+Result<relay::RoutingSnapshot> QueueTables::loadRouting(int64_t now_ms, int64_t max_window_ms) {
+  // A bucket is freed once its whole width has left the window (relay/route/ledger.h:
+  // bucketWidth = max(1 s, window / 240)); rounding the width up keeps a bucket a little longer
+  // rather than dropping one that still counts.
+  const int64_t window = std::max<int64_t>(max_window_ms, 0);
+  const int64_t width = std::max<int64_t>((window + 239) / 240, 1000);
+  int64_t cutoff = 0;
+  if (__builtin_sub_overflow(now_ms, window, &cutoff) ||
+      __builtin_sub_overflow(cutoff, width, &cutoff)) {
+    cutoff = std::numeric_limits<int64_t>::min(); // nothing is old enough
+  }
+  {
+    auto& s = st_->prune_ledger;
+    StatementScope scope(s);
+    s.bind(1, cutoff);
+    MG_TRY(s.run());
+  }
+  relay::RoutingSnapshot out;
+  {
+    auto& s = st_->select_ledger;
+    StatementScope scope(s);
+    MG_TRY(forEachRow(s, [&] {
+      out.buckets.push_back(relay::LedgerBucket{s.text(0), s.int64(1), s.int64(2)});
+    }));
+  }
+  auto& s = st_->select_route_states;
+  StatementScope scope(s);
+  MG_TRY(forEachRow(s, [&] {
+    out.states.push_back(relay::RouteStateRecord{s.text(0), s.text(1), s.int64(2), s.text(3),
+                                                 s.text(4), s.int64(5)});
   }));
   return out;
 }

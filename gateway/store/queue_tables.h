@@ -12,6 +12,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -33,7 +34,9 @@ public:
   [[nodiscard]] Result<void> rollbackToSavepoint();
 
   [[nodiscard]] Result<std::string> enqueue(const relay::NewMessage& msg);
-  [[nodiscard]] Result<void> markSending(const std::string& id, int64_t now_ms);
+  // Also sets the route (unless start.route is empty) and applies start.charges.
+  [[nodiscard]] Result<void> markSending(const std::string& id, int64_t now_ms,
+                                         const relay::AttemptStart& start);
   [[nodiscard]] Result<relay::QueuedMessage> recordAttempt(const relay::AttemptOutcome& outcome);
   [[nodiscard]] Result<relay::QueuedMessage> expire(const std::string& id, int64_t now_ms);
   [[nodiscard]] Result<std::string> loadBody(const std::string& id);
@@ -41,6 +44,13 @@ public:
   [[nodiscard]] Result<relay::QueueCounts> counts();
   [[nodiscard]] Result<std::vector<relay::QueuedMessage>> recover(int64_t now_ms);
   [[nodiscard]] Result<std::vector<StoredEvent>> listEvents(int64_t after_seq, size_t limit);
+
+  // Routing state (relay::QueueStore's "routing state" section).
+  [[nodiscard]] Result<void> saveRouteState(const relay::RouteStateRecord& state,
+                                            const std::optional<relay::EventRecord>& event);
+  // Stamped with the wall clock: an EventRecord carries no time of its own.
+  [[nodiscard]] Result<void> recordEvent(const relay::EventRecord& event);
+  [[nodiscard]] Result<relay::RoutingSnapshot> loadRouting(int64_t now_ms, int64_t max_window_ms);
   // 0 removes the cap. Applies to the main database file (PRAGMA max_page_count).
   [[nodiscard]] Result<void> setMaxDbBytes(uint64_t bytes);
 
@@ -63,10 +73,14 @@ private:
 
   Result<void> addEvent(std::string_view type, int64_t now_ms, const relay::QueuedMessage& m,
                         const std::string& data);
+  Result<void> addRouteEvent(const relay::EventRecord& event, int64_t now_ms);
+  // Adds each charge's count to its ledger bucket (floor 0); a bucket that reaches 0 is deleted.
+  Result<void> applyCharges(const std::vector<relay::LedgerCharge>& charges);
   Result<void> persistDelivery(const relay::QueuedMessage& m, const relay::DeliveryEffects& fx,
                                int64_t now_ms);
+  // `route` is the route the event names: the attempt's, or the stored one.
   Result<void> reportDelivery(const relay::QueuedMessage& m, const relay::DeliveryEffects& fx,
-                              int64_t now_ms, bool by_expiry);
+                              int64_t now_ms, bool by_expiry, std::string_view route);
   Result<relay::QueuedMessage> expireLoaded(relay::QueuedMessage m, int64_t now_ms);
 
   SqliteDb db_;

@@ -74,6 +74,32 @@ CREATE TABLE events (
 
 CREATE INDEX events_by_queue_id ON events (queue_id, seq);
 )sql"},
+    Migration{2, "routing: priority, route pin, write-back, ledgers, route states", R"sql(
+-- Rows written by version 1 take the defaults: bulk mail, free to change route, no write-back.
+ALTER TABLE messages ADD COLUMN priority TEXT NOT NULL DEFAULT 'bulk';
+ALTER TABLE messages ADD COLUMN route_pinned INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE messages ADD COLUMN writeback TEXT NOT NULL DEFAULT '';
+
+-- Recipients counted per route ledger (relay/route/ledger.h) and bucket. A row exists only
+-- while its count is above zero; loadRouting deletes buckets that left every window.
+CREATE TABLE ledger (
+  key       TEXT NOT NULL,
+  bucket_ms INTEGER NOT NULL,
+  count     INTEGER NOT NULL,
+  PRIMARY KEY (key, bucket_ms)
+) WITHOUT ROWID;
+
+-- The last known state of each route, so an exhausted or disconnected route stays so across a
+-- restart.
+CREATE TABLE route_state (
+  key        TEXT PRIMARY KEY,
+  state      TEXT NOT NULL,
+  until_ms   INTEGER NOT NULL,
+  reason     TEXT NOT NULL,
+  hint       TEXT NOT NULL,
+  updated_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+)sql"},
 };
 
 Result<int> currentVersion(SqliteDb& db) {
@@ -97,6 +123,10 @@ int schemaVersion() {
 }
 
 Result<void> migrateSchema(SqliteDb& db, int64_t now_ms) {
+  return migrateSchema(db, now_ms, schemaVersion());
+}
+
+Result<void> migrateSchema(SqliteDb& db, int64_t now_ms, int up_to_version) {
   auto current = currentVersion(db);
   if (!current) {
     return std::unexpected(std::move(current.error()));
@@ -108,7 +138,7 @@ Result<void> migrateSchema(SqliteDb& db, int64_t now_ms) {
                 "run the mailgated version that wrote node.data_dir, or a newer one");
   }
   for (const auto& m : kMigrations) {
-    if (m.version <= *current) {
+    if (m.version <= *current || m.version > up_to_version) {
       continue;
     }
     auto step = [&]() -> Result<void> {

@@ -17,4 +17,8 @@ namespace mailgate::store {
 // SQLite error (store.io, store.full, store.busy).
 [[nodiscard]] Result<void> migrateSchema(SqliteDb& db, int64_t now_ms);
 
+// Applies the missing migrations up to `up_to_version` only: how tests make a database as an
+// older mailgated left it.
+[[nodiscard]] Result<void> migrateSchema(SqliteDb& db, int64_t now_ms, int up_to_version);
+
 } // namespace mailgate::store

@@ -35,7 +35,10 @@ void Statement::Finalize::operator()(sqlite3_stmt* s) const {
 }
 
 Statement& Statement::bind(int index, std::string_view text) {
-  sqlite3_bind_text64(stmt_.get(), index, text.data(), text.size(), SQLITE_STATIC, SQLITE_UTF8);
+  // A default-constructed view has a null pointer, which SQLite would store as NULL: every
+  // text column is NOT NULL, so an empty value is bound as ''.
+  sqlite3_bind_text64(stmt_.get(), index, text.data() != nullptr ? text.data() : "", text.size(),
+                      SQLITE_STATIC, SQLITE_UTF8);
   return *this;
 }
 

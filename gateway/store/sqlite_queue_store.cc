@@ -275,12 +275,14 @@ void SqliteQueueStore::enqueue(relay::NewMessage msg,
                       [m = std::move(msg)](QueueTables& t) { return t.enqueue(m); });
 }
 
-void SqliteQueueStore::markSending(std::string id, int64_t now_ms,
+void SqliteQueueStore::markSending(std::string id, int64_t now_ms, relay::AttemptStart start,
                                    std::function<void(Result<std::string>)> done) {
-  // One operation, so a failure of either part rolls both back (the op's savepoint).
+  // One operation, so a failure of any part (state, route, charges, body) rolls all of it back
+  // (the op's savepoint).
   submit<std::string>(std::move(done),
-                      [id = std::move(id), now_ms](QueueTables& t) -> Result<std::string> {
-                        if (auto marked = t.markSending(id, now_ms); !marked) {
+                      [id = std::move(id), now_ms,
+                       start = std::move(start)](QueueTables& t) -> Result<std::string> {
+                        if (auto marked = t.markSending(id, now_ms, start); !marked) {
                           return std::unexpected(marked.error());
                         }
                         return t.loadBody(id);
@@ -333,6 +335,32 @@ Result<std::vector<relay::QueuedMessage>> SqliteQueueStore::recover(int64_t now_
   auto future = promise.get_future();
   submit<Out>([&promise](Result<Out> r) { promise.set_value(std::move(r)); },
               [now_ms](QueueTables& t) { return t.recover(now_ms); }, /*direct=*/true);
+  return future.get();
+}
+
+void SqliteQueueStore::saveRouteState(relay::RouteStateRecord state,
+                                      std::optional<relay::EventRecord> event,
+                                      std::function<void(Result<void>)> done) {
+  submit<void>(std::move(done), [st = std::move(state), ev = std::move(event)](QueueTables& t) {
+    return t.saveRouteState(st, ev);
+  });
+}
+
+void SqliteQueueStore::recordEvent(relay::EventRecord event,
+                                   std::function<void(Result<void>)> done) {
+  submit<void>(std::move(done),
+               [ev = std::move(event)](QueueTables& t) { return t.recordEvent(ev); });
+}
+
+Result<relay::RoutingSnapshot> SqliteQueueStore::loadRouting(int64_t now_ms,
+                                                             int64_t max_window_ms) {
+  // As recover(): the caller blocks, so the operation completes on the storage thread.
+  std::promise<Result<relay::RoutingSnapshot>> promise;
+  auto future = promise.get_future();
+  submit<relay::RoutingSnapshot>(
+      [&promise](Result<relay::RoutingSnapshot> r) { promise.set_value(std::move(r)); },
+      [now_ms, max_window_ms](QueueTables& t) { return t.loadRouting(now_ms, max_window_ms); },
+      /*direct=*/true);
   return future.get();
 }
 

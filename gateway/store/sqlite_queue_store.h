@@ -72,7 +72,8 @@ public:
   ~SqliteQueueStore() override;
 
   void enqueue(relay::NewMessage msg, std::function<void(Result<std::string>)> done) override;
-  void markSending(std::string id, int64_t now_ms,
+  using relay::QueueStore::markSending; // the form without AttemptStart
+  void markSending(std::string id, int64_t now_ms, relay::AttemptStart start,
                    std::function<void(Result<std::string>)> done) override;
   void recordAttempt(relay::AttemptOutcome outcome,
                      std::function<void(Result<relay::QueuedMessage>)> done) override;
@@ -82,6 +83,11 @@ public:
   void get(std::string id, std::function<void(Result<relay::QueuedMessage>)> done) override;
   void counts(std::function<void(Result<relay::QueueCounts>)> done) override;
   Result<std::vector<relay::QueuedMessage>> recover(int64_t now_ms) override;
+  void saveRouteState(relay::RouteStateRecord state, std::optional<relay::EventRecord> event,
+                      std::function<void(Result<void>)> done) override;
+  void recordEvent(relay::EventRecord event, std::function<void(Result<void>)> done) override;
+  // Like recover(): blocks until the storage thread has run it in its next batch.
+  Result<relay::RoutingSnapshot> loadRouting(int64_t now_ms, int64_t max_window_ms) override;
 
   // Outbox events with seq > after_seq, oldest first, at most `limit`.
   void listEvents(int64_t after_seq, size_t limit,

@@ -448,9 +448,9 @@ public:
   void enqueue(NewMessage msg, std::function<void(Result<std::string>)> done) override {
     inner_.enqueue(std::move(msg), hold(std::move(done)));
   }
-  void markSending(std::string id, int64_t now_ms,
+  void markSending(std::string id, int64_t now_ms, AttemptStart start,
                    std::function<void(Result<std::string>)> done) override {
-    inner_.markSending(std::move(id), now_ms, hold(std::move(done)));
+    inner_.markSending(std::move(id), now_ms, std::move(start), hold(std::move(done)));
   }
   void recordAttempt(AttemptOutcome outcome,
                      std::function<void(Result<QueuedMessage>)> done) override {
@@ -471,6 +471,16 @@ public:
   }
   Result<std::vector<QueuedMessage>> recover(int64_t now_ms) override {
     return inner_.recover(now_ms);
+  }
+  void saveRouteState(RouteStateRecord state, std::optional<EventRecord> event,
+                      std::function<void(Result<void>)> done) override {
+    inner_.saveRouteState(std::move(state), std::move(event), hold(std::move(done)));
+  }
+  void recordEvent(EventRecord event, std::function<void(Result<void>)> done) override {
+    inner_.recordEvent(std::move(event), hold(std::move(done)));
+  }
+  Result<RoutingSnapshot> loadRouting(int64_t now_ms, int64_t max_window_ms) override {
+    return inner_.loadRouting(now_ms, max_window_ms);
   }
 
   // Loop thread.

@@ -461,6 +461,12 @@ void ServerSession::handleMail(const Command& cmd) {
     reply(552, "5.3.4", "Message size exceeds fixed maximum message size");
     return;
   }
+  if (options_.check_sender) {
+    if (auto refusal = options_.check_sender(*identity_, cmd.path.address)) {
+      errorReply(refusal->code, refusal->enhanced, refusal->text);
+      return;
+    }
+  }
   in_transaction_ = true;
   mail_from_ = cmd.path.address;
   mail_params_ =

@@ -21,6 +21,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <optional>
 #include <span>
 #include <string>
@@ -33,6 +34,13 @@ namespace mailgate::relay::smtp {
 enum class SaslMechanism {
   kPlain,
   kLogin,
+};
+
+// A policy decision that refuses a command, as the reply to send.
+struct PolicyRefusal {
+  int code = 550;
+  std::string enhanced = "5.7.1";
+  std::string text;
 };
 
 struct ServerOptions {
@@ -49,6 +57,11 @@ struct ServerOptions {
   // Set for connections from a trusted network: the session starts authenticated as this
   // identity and MAIL is allowed without AUTH.
   std::optional<std::string> trusted_identity;
+  // Sender policy, asked at MAIL FROM with the session's identity and the reverse-path (empty
+  // for <>). A refusal is sent as the reply (and counts as an error towards max_errors); nothing
+  // of the transaction is kept. Unset: every sender is accepted.
+  std::function<std::optional<PolicyRefusal>(std::string_view identity, std::string_view mail_from)>
+      check_sender;
   int max_auth_failures = 3;              // then 421 and Close
   int max_errors = 10;                    // 5xx protocol errors, then 421 and Close
   std::size_t max_held_bytes = 64 * 1024; // input kept while waiting for the driver

@@ -274,6 +274,34 @@ TEST(ServerSession, MailRequiresAuthentication) {
   EXPECT_TRUE(d.messages.empty());
 }
 
+TEST(ServerSession, SenderPolicyRefusesAtMailFromAndKeepsNothing) {
+  ServerOptions o = baseOptions();
+  o.trusted_identity = "crm";
+  std::vector<std::pair<std::string, std::string>> asked;
+  o.check_sender = [&](std::string_view identity,
+                       std::string_view from) -> std::optional<PolicyRefusal> {
+    asked.emplace_back(identity, from);
+    if (from == "rep@acme.example") {
+      return std::nullopt;
+    }
+    return PolicyRefusal{550, "5.7.1", "sender <" + std::string(from) + "> is not allowed"};
+  };
+  Driver d(std::move(o));
+  d.feed("EHLO c\r\nMAIL FROM:<x@evil.example>\r\nRCPT TO:<p@q.r>\r\nDATA\r\n"
+         "MAIL FROM:<rep@acme.example>\r\nRCPT TO:<p@q.r>\r\nDATA\r\nhi\r\n.\r\n");
+  const auto l = lines(d.take());
+  ASSERT_GE(l.size(), 8u);
+  EXPECT_EQ(l[l.size() - 7], "550 5.7.1 sender <x@evil.example> is not allowed");
+  EXPECT_EQ(l[l.size() - 6], "503 5.5.1 Error: need MAIL command");
+  EXPECT_EQ(l[l.size() - 5], "503 5.5.1 Error: need MAIL command");
+  EXPECT_EQ(l[l.size() - 4], "250 2.1.0 Ok");
+  ASSERT_EQ(d.messages.size(), 1u);
+  EXPECT_EQ(d.messages[0].mail_from, "rep@acme.example");
+  ASSERT_EQ(asked.size(), 2u);
+  EXPECT_EQ(asked[0].first, "crm");
+  EXPECT_EQ(asked[0].second, "x@evil.example");
+}
+
 TEST(ServerSession, RequireTlsRefusesEverythingButTheHandshakeCommands) {
   ServerOptions o = baseOptions();
   o.tls_available = true;

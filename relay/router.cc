@@ -1,0 +1,677 @@
+#include "relay/router.h"
+
+#include "base/log.h"
+#include "config/values.h"
+
+#include <algorithm>
+#include <fmt/format.h>
+
+namespace mailgate::relay {
+
+using route::Ledger;
+using route::LedgerCheck;
+using route::ReplyAction;
+using route::Verdict;
+
+std::string_view toString(RouteState s) {
+  switch (s) {
+  case RouteState::kActive:
+    return "active";
+  case RouteState::kExhausted:
+    return "exhausted";
+  case RouteState::kPaused:
+    return "paused";
+  case RouteState::kDisconnected:
+    return "disconnected";
+  case RouteState::kUnconfigured:
+    return "unconfigured";
+  }
+  return "unknown";
+}
+
+namespace {
+
+std::optional<RouteState> parseState(std::string_view s) {
+  for (auto st : {RouteState::kActive, RouteState::kExhausted, RouteState::kPaused,
+                  RouteState::kDisconnected}) {
+    if (toString(st) == s) {
+      return st;
+    }
+  }
+  return std::nullopt;
+}
+
+std::string m365Key(std::string_view address) {
+  return "m365:" + std::string(address);
+}
+
+std::string relayKey(std::string_view name) {
+  return "relay:" + std::string(name);
+}
+
+// A small JSON object from string and integer fields, for event data.
+class JsonObject {
+public:
+  JsonObject& str(std::string_view key, std::string_view value) {
+    name(key);
+    quoted(value);
+    return *this;
+  }
+  JsonObject& num(std::string_view key, int64_t value) {
+    name(key);
+    out_ += std::to_string(value);
+    return *this;
+  }
+  JsonObject& flag(std::string_view key, bool value) {
+    name(key);
+    out_ += value ? "true" : "false";
+    return *this;
+  }
+  std::string done() {
+    out_ += '}';
+    return std::move(out_);
+  }
+
+private:
+  void quoted(std::string_view text) {
+    out_ += '"';
+    appendJsonEscaped(text, out_);
+    out_ += '"';
+  }
+  void name(std::string_view key) {
+    out_ += out_.size() > 1 ? "," : "";
+    quoted(key);
+    out_ += ':';
+  }
+  std::string out_ = "{";
+};
+
+route::LedgerLimits mailboxLimits(const config::Tenant& t) {
+  route::LedgerLimits l;
+  l.recipients_per_window = t.limits.recipients_per_day;
+  l.window = std::chrono::duration_cast<std::chrono::milliseconds>(t.limits.window);
+  l.messages_per_minute = t.limits.messages_per_minute;
+  l.recipients_per_message = t.limits.recipients_per_message;
+  l.max_message_bytes = std::nullopt; // Microsoft 365 advertises SIZE; the session checks it
+  l.reserve_percent = std::min<uint32_t>(t.priority_reserve_percent, 100);
+  return l;
+}
+
+route::LedgerLimits relayLimits(const config::RelayLimits& r) {
+  route::LedgerLimits l;
+  l.recipients_per_window = r.recipients_per_day;
+  l.window = std::chrono::duration_cast<std::chrono::milliseconds>(r.window);
+  l.messages_per_minute = r.messages_per_minute;
+  l.recipients_per_message = r.recipients_per_message;
+  l.max_message_bytes = r.max_message_bytes;
+  return l;
+}
+
+bool neverFits(Verdict v) {
+  return v == Verdict::kTooManyRecipients || v == Verdict::kTooLarge;
+}
+
+} // namespace
+
+struct Router::MailboxRoute {
+  const config::Tenant* tenant = nullptr;
+  const config::Mailbox* mailbox = nullptr;
+  std::string address; // lower case
+  Ledger ledger;
+  RouteState state = RouteState::kActive;
+  int64_t until_ms = 0; // exhausted/paused: end; disconnected: next login probe
+  std::string reason;
+  std::string hint;
+  bool failed_over = false;          // an episode of failover is going on (events once)
+  bool over_budget_reported = false; // the ledger's own "over budget" was reported once
+  uint32_t fewer_connections = 0;    // subtracted from max_connections until fewer_until_ms
+  int64_t fewer_until_ms = 0;
+  std::unique_ptr<net::Backoff> login_backoff; // only while disconnected (it is large)
+  bool slow = false;
+
+  MailboxRoute(const config::Tenant& t, const config::Mailbox& m, std::string addr)
+      : tenant(&t), mailbox(&m), address(addr), ledger(m365Key(addr), mailboxLimits(t)) {}
+};
+
+struct Router::RelayRoute {
+  const config::Relay* relay = nullptr;
+  Ledger ledger;
+
+  explicit RelayRoute(const config::Relay& r)
+      : relay(&r), ledger(relayKey(r.name), relayLimits(r.limits)) {}
+};
+
+Router::Router(const config::Config& config, RouterOptions options)
+    : config_(config), options_(std::move(options)) {
+  for (const auto& [name, relay] : config.relays) {
+    relays_.emplace(name, std::make_unique<RelayRoute>(relay));
+  }
+  for (const auto& t : config.tenants) {
+    for (const auto& m : t.mailboxes) {
+      std::string addr = config::lowerAscii(m.address);
+      auto mb = std::make_unique<MailboxRoute>(t, m, addr);
+      const bool has_smtp = m.access != config::Access::kGraph;
+      const bool has_login =
+          m.auth && m.auth->method == config::AuthMethod::kAppPassword && m.auth->password;
+      if (!has_smtp) {
+        mb->state = RouteState::kUnconfigured;
+        mb->reason = "the mailbox has access: graph (no SMTP AUTH)";
+        mb->hint = "its mail goes through the tenant's relays";
+      } else if (!has_login) {
+        mb->state = RouteState::kUnconfigured;
+        mb->reason = m.auth ? "OAuth2 sign-in for SMTP is not available in this version"
+                            : "the mailbox has no credentials";
+        mb->hint = m.auth ? "use an App Password (auth.method: app_password) for now"
+                          : "set auth (an App Password) for the mailbox, or connect it";
+      }
+      mailboxes_.emplace(std::move(addr), std::move(mb));
+    }
+  }
+}
+
+Router::~Router() = default;
+
+int64_t Router::maxWindowMs() const {
+  int64_t w = 0;
+  for (const auto& [_, mb] : mailboxes_) {
+    w = std::max<int64_t>(w, mb->ledger.limits().window.count());
+  }
+  for (const auto& [_, r] : relays_) {
+    w = std::max<int64_t>(w, r->ledger.limits().window.count());
+  }
+  return w;
+}
+
+Router::MailboxRoute* Router::find(std::string_view address) {
+  auto it = mailboxes_.find(address);
+  return it == mailboxes_.end() ? nullptr : it->second.get();
+}
+
+const Router::MailboxRoute* Router::find(std::string_view address) const {
+  auto it = mailboxes_.find(address);
+  return it == mailboxes_.end() ? nullptr : it->second.get();
+}
+
+const config::Mailbox* Router::mailbox(std::string_view address) const {
+  const MailboxRoute* mb = find(address);
+  return mb != nullptr ? mb->mailbox : nullptr;
+}
+
+route::Ledger* Router::ledgerFor(std::string_view key) {
+  if (key.starts_with("m365:")) {
+    MailboxRoute* mb = find(key.substr(5));
+    return mb != nullptr ? &mb->ledger : nullptr;
+  }
+  if (key.starts_with("relay:")) {
+    auto it = relays_.find(key.substr(6));
+    return it == relays_.end() ? nullptr : &it->second->ledger;
+  }
+  return nullptr;
+}
+
+void Router::restore(const RoutingSnapshot& snapshot, int64_t now_ms) {
+  for (const auto& b : snapshot.buckets) {
+    if (Ledger* l = ledgerFor(b.key)) {
+      l->restore(b.bucket_ms, b.count, now_ms);
+    }
+  }
+  for (const auto& s : snapshot.states) {
+    if (!s.key.starts_with("m365:")) {
+      continue;
+    }
+    MailboxRoute* mb = find(s.key.substr(5));
+    auto st = parseState(s.state);
+    if (mb == nullptr || !st || mb->state == RouteState::kUnconfigured) {
+      continue;
+    }
+    mb->reason = s.reason;
+    mb->hint = s.hint;
+    switch (*st) {
+    case RouteState::kExhausted:
+    case RouteState::kPaused:
+      if (s.until_ms > now_ms) {
+        mb->state = *st;
+        mb->until_ms = s.until_ms;
+        mb->failed_over = true;
+        if (*st == RouteState::kExhausted) {
+          mb->ledger.restoreExhausted(s.until_ms);
+        }
+      }
+      break;
+    case RouteState::kDisconnected:
+      mb->state = RouteState::kDisconnected;
+      mb->until_ms = now_ms; // probe the login at once
+      mb->login_backoff = std::make_unique<net::Backoff>(options_.login_backoff);
+      break;
+    default:
+      break;
+    }
+  }
+}
+
+void Router::event(const MailboxRoute& mb, std::string type, std::string data_json) {
+  Change c;
+  c.state.key = m365Key(mb.address);
+  c.state.state = std::string(toString(mb.state));
+  c.state.until_ms = mb.until_ms;
+  c.state.reason = mb.reason;
+  c.state.hint = mb.hint;
+  c.event = EventRecord{std::move(type), mb.tenant->id, mb.mailbox->address, std::move(data_json)};
+  changes_.push_back(std::move(c));
+}
+
+void Router::setState(MailboxRoute& mb, RouteState state, int64_t until_ms, std::string reason,
+                      std::string hint, std::string event_type, bool alert, int64_t now_ms) {
+  mb.state = state;
+  mb.until_ms = until_ms;
+  mb.reason = std::move(reason);
+  mb.hint = std::move(hint);
+  JsonObject data;
+  data.str("route", kMicrosoft365Route).str("state", toString(state)).str("reason", mb.reason);
+  if (!mb.hint.empty()) {
+    data.str("hint", mb.hint);
+  }
+  if (until_ms > 0) {
+    data.num(state == RouteState::kDisconnected ? "next_login_ms" : "until_ms", until_ms);
+  }
+  if (alert) {
+    data.flag("alert", true);
+  }
+  data.num("time_ms", now_ms);
+  event(mb, std::move(event_type), data.done());
+}
+
+// Lazy transitions: an exhausted or paused route whose time is up becomes active again.
+void Router::refresh(MailboxRoute& mb, int64_t now_ms) {
+  if ((mb.state == RouteState::kExhausted || mb.state == RouteState::kPaused) &&
+      now_ms >= mb.until_ms) {
+    mb.ledger.clearExhausted();
+    mb.state = RouteState::kActive;
+    mb.until_ms = 0;
+    mb.reason.clear();
+    mb.hint.clear();
+    Change c;
+    c.state.key = m365Key(mb.address);
+    c.state.state = "active";
+    c.state.updated_ms = now_ms;
+    changes_.push_back(std::move(c));
+  }
+  if (mb.fewer_connections > 0 && now_ms >= mb.fewer_until_ms) {
+    mb.fewer_connections = 0;
+  }
+}
+
+RouteDecision Router::decide(const QueuedMessage& msg, int64_t now_ms,
+                             const std::function<bool(std::string_view)>& relay_usable) {
+  if (msg.mailbox.empty()) {
+    // Relay-only mode (no tenants), or a message queued before routing existed.
+    return viaRelay(msg, msg.route.empty() ? std::string_view("default") : msg.route, now_ms);
+  }
+  MailboxRoute* mb = find(config::lowerAscii(msg.mailbox));
+  if (mb == nullptr) {
+    RouteDecision d;
+    d.kind = RouteDecision::Kind::kWait;
+    d.until_ms = now_ms + options_.hold_recheck.count();
+    d.reason = fmt::format("mailbox {} is no longer configured; the message is held until it is "
+                           "configured again or its lifetime ends",
+                           msg.mailbox);
+    return d;
+  }
+  refresh(*mb, now_ms);
+  const auto recipients = static_cast<uint32_t>(msg.pendingRecipients());
+  const auto priority = route::parsePriority(msg.priority).value_or(route::Priority::kBulk);
+
+  if (msg.route_pinned && msg.route != kMicrosoft365Route) {
+    return viaRelay(msg, msg.route, now_ms);
+  }
+  const bool pinned_m365 = msg.route_pinned;
+
+  std::string why;
+  switch (mb->state) {
+  case RouteState::kActive: {
+    const LedgerCheck check = mb->ledger.check(now_ms, recipients, msg.size, priority);
+    if (check.verdict == Verdict::kSend) {
+      RouteDecision d;
+      d.kind = RouteDecision::Kind::kSend;
+      d.route = std::string(kMicrosoft365Route);
+      d.mailbox = mb->address;
+      d.charges.push_back(mb->ledger.charge(now_ms, recipients));
+      if (mb->failed_over) {
+        mb->failed_over = false;
+        mb->over_budget_reported = false;
+        event(*mb, "route.failback",
+              JsonObject()
+                  .str("route", kMicrosoft365Route)
+                  .str("reason", "the mailbox's Microsoft 365 route takes mail again")
+                  .num("time_ms", now_ms)
+                  .done());
+      }
+      return d;
+    }
+    if (check.verdict == Verdict::kWait || pinned_m365) {
+      // Pacing is not a reason to fail over; a pinned message waits for its route.
+      RouteDecision d;
+      d.kind = RouteDecision::Kind::kWait;
+      d.until_ms = std::max(check.until_ms, now_ms + 1000);
+      d.reason = check.reason;
+      return d;
+    }
+    if (check.verdict == Verdict::kOverBudget && !mb->over_budget_reported) {
+      mb->over_budget_reported = true;
+      event(*mb, "route.exhausted",
+            JsonObject()
+                .str("route", kMicrosoft365Route)
+                .str("source", "ledger")
+                .str("priority", route::toString(priority))
+                .str("reason", check.reason)
+                .num("until_ms", check.until_ms)
+                .num("time_ms", now_ms)
+                .done());
+    }
+    why = check.reason;
+    if (neverFits(check.verdict)) {
+      // Goes to the relay whole; not a failover episode of the route.
+      return viaRelays(msg, nullptr, now_ms, relay_usable, std::move(why));
+    }
+    break;
+  }
+  case RouteState::kExhausted:
+  case RouteState::kPaused:
+    if (pinned_m365) {
+      RouteDecision d;
+      d.kind = RouteDecision::Kind::kWait;
+      d.until_ms = mb->until_ms;
+      d.reason = "the message is pinned to Microsoft 365 (" + mb->reason + ")";
+      return d;
+    }
+    why = mb->reason;
+    break;
+  case RouteState::kDisconnected:
+  case RouteState::kUnconfigured:
+    if (pinned_m365 || mb->tenant->on_disconnect == config::OnDisconnect::kHold) {
+      RouteDecision d;
+      d.kind = RouteDecision::Kind::kWait;
+      d.until_ms = mb->state == RouteState::kDisconnected && mb->until_ms > now_ms
+                       ? std::min(mb->until_ms + 1000, now_ms + options_.hold_recheck.count())
+                       : now_ms + options_.hold_recheck.count();
+      d.reason =
+          fmt::format("held: the Microsoft 365 route is {} ({})", toString(mb->state), mb->reason);
+      return d;
+    }
+    why = fmt::format("the Microsoft 365 route is {} ({})", toString(mb->state), mb->reason);
+    break;
+  }
+  return viaRelays(msg, mb, now_ms, relay_usable, std::move(why));
+}
+
+RouteDecision Router::viaRelays(const QueuedMessage& msg, MailboxRoute* mb, int64_t now_ms,
+                                const std::function<bool(std::string_view)>& relay_usable,
+                                std::string why) {
+  const MailboxRoute* owner = mb != nullptr ? mb : find(config::lowerAscii(msg.mailbox));
+  const std::vector<std::string>& chain = owner->tenant->fallback;
+  const auto recipients = static_cast<uint32_t>(msg.pendingRecipients());
+  const auto priority = route::parsePriority(msg.priority).value_or(route::Priority::kBulk);
+  std::optional<int64_t> earliest;
+  std::string refusals;
+  // Relays that can be reached first; unreachable ones only when no other can take the message.
+  for (const bool want_usable : {true, false}) {
+    for (const auto& name : chain) {
+      auto it = relays_.find(name);
+      if (it == relays_.end() || (relay_usable && relay_usable(name) != want_usable)) {
+        continue;
+      }
+      Ledger& ledger = it->second->ledger;
+      const LedgerCheck check = ledger.check(now_ms, recipients, msg.size, priority);
+      if (check.verdict == Verdict::kSend) {
+        RouteDecision d;
+        d.kind = RouteDecision::Kind::kSend;
+        d.route = name;
+        d.charges.push_back(ledger.charge(now_ms, recipients));
+        d.failover = mb != nullptr;
+        d.reason = why;
+        if (mb != nullptr && !mb->failed_over) {
+          mb->failed_over = true;
+          event(*mb, "route.failover",
+                JsonObject()
+                    .str("from", kMicrosoft365Route)
+                    .str("to", name)
+                    .str("reason", why)
+                    .str("priority", route::toString(priority))
+                    .num("time_ms", now_ms)
+                    .done());
+        }
+        return d;
+      }
+      if (!neverFits(check.verdict)) {
+        earliest = std::min(earliest.value_or(check.until_ms), check.until_ms);
+      }
+      if (want_usable || !relay_usable) {
+        refusals += fmt::format("{}relay {}: {}", refusals.empty() ? "" : "; ", name, check.reason);
+      }
+    }
+    if (!relay_usable) {
+      break;
+    }
+  }
+  RouteDecision d;
+  if (earliest || chain.empty()) {
+    d.kind = RouteDecision::Kind::kWait;
+    d.until_ms = std::max(earliest.value_or(now_ms + options_.hold_recheck.count()), now_ms + 1000);
+    if (mb != nullptr && mb->until_ms > now_ms && !chain.empty()) {
+      d.until_ms = std::min(d.until_ms, mb->until_ms);
+    }
+    d.reason = chain.empty() ? why + "; the tenant has no fallback relay, so the message waits"
+                             : why + "; " + refusals;
+    return d;
+  }
+  d.kind = RouteDecision::Kind::kFail;
+  d.reason = fmt::format("554 5.3.4 no route can take this message: {}; {}", why, refusals);
+  return d;
+}
+
+RouteDecision Router::viaRelay(const QueuedMessage& msg, std::string_view relay, int64_t now_ms) {
+  RouteDecision d;
+  auto it = relays_.find(relay);
+  if (it == relays_.end()) {
+    d.kind = RouteDecision::Kind::kFail;
+    d.reason = fmt::format("550 5.3.5 no relay named '{}' is configured", relay);
+    return d;
+  }
+  const auto recipients = static_cast<uint32_t>(msg.pendingRecipients());
+  const auto priority = route::parsePriority(msg.priority).value_or(route::Priority::kBulk);
+  Ledger& ledger = it->second->ledger;
+  const LedgerCheck check = ledger.check(now_ms, recipients, msg.size, priority);
+  if (check.verdict == Verdict::kSend) {
+    d.kind = RouteDecision::Kind::kSend;
+    d.route = std::string(relay);
+    d.charges.push_back(ledger.charge(now_ms, recipients));
+    return d;
+  }
+  if (neverFits(check.verdict)) {
+    d.kind = RouteDecision::Kind::kFail;
+    d.reason = fmt::format("554 5.3.4 relay {} cannot take this message: {}", relay, check.reason);
+    return d;
+  }
+  d.kind = RouteDecision::Kind::kWait;
+  d.until_ms = std::max(check.until_ms, now_ms + 1);
+  d.reason = check.reason;
+  return d;
+}
+
+void Router::cancel(const std::vector<LedgerCharge>& charges, int64_t now_ms) {
+  for (const auto& c : charges) {
+    if (Ledger* l = ledgerFor(c.key); l != nullptr && c.count > 0) {
+      (void)l->refund(c, static_cast<uint32_t>(c.count), now_ms);
+    }
+  }
+}
+
+std::vector<LedgerCharge> Router::refund(const std::vector<LedgerCharge>& charges, uint32_t kept,
+                                         int64_t now_ms) {
+  std::vector<LedgerCharge> out;
+  for (const auto& c : charges) {
+    if (c.count <= static_cast<int64_t>(kept)) {
+      continue;
+    }
+    if (Ledger* l = ledgerFor(c.key)) {
+      out.push_back(l->refund(c, static_cast<uint32_t>(c.count - kept), now_ms));
+    }
+  }
+  return out;
+}
+
+ReplyEffect Router::onReply(std::string_view mailbox, const route::ReplyRule& rule, int code,
+                            std::string_view reply, int64_t now_ms) {
+  ReplyEffect e;
+  e.action = rule.action;
+  e.reply = fmt::format("{} {} [{}: {}]", code, reply, rule.name, rule.hint);
+  e.retry_at_ms = now_ms;
+  MailboxRoute* mb = find(mailbox);
+  if (mb == nullptr) {
+    return e;
+  }
+  const std::string text = fmt::format("{} {}", code, reply);
+  switch (rule.action) {
+  case ReplyAction::kFailOver:
+  case ReplyAction::kFailOverAlert: {
+    mb->ledger.markExhausted(now_ms, options_.exhausted_min_wait);
+    const int64_t until = mb->ledger.exhaustedUntil(now_ms).value_or(now_ms + 1000);
+    setState(*mb, RouteState::kExhausted, until, text, std::string(rule.hint), "route.exhausted",
+             rule.alert, now_ms);
+    break;
+  }
+  case ReplyAction::kFewerConnections: {
+    const uint32_t cap = mb->tenant->limits.max_connections;
+    if (mb->fewer_connections + 1 < cap) {
+      ++mb->fewer_connections;
+    }
+    mb->fewer_until_ms = now_ms + options_.fewer_connections_for.count();
+    e.retry_at_ms = now_ms + options_.retry_soon.count();
+    e.close_connection = true;
+    event(*mb, "route.throttled",
+          JsonObject()
+              .str("route", kMicrosoft365Route)
+              .str("reply", text)
+              .str("action", route::toString(rule.action))
+              .num("max_connections", maxConnections(mailbox, now_ms))
+              .num("time_ms", now_ms)
+              .done());
+    break;
+  }
+  case ReplyAction::kPace:
+    e.retry_at_ms = now_ms + options_.retry_paced.count();
+    event(*mb, "route.throttled",
+          JsonObject()
+              .str("route", kMicrosoft365Route)
+              .str("reply", text)
+              .str("action", route::toString(rule.action))
+              .num("time_ms", now_ms)
+              .done());
+    break;
+  case ReplyAction::kPauseRoute:
+    setState(*mb, RouteState::kPaused, now_ms + options_.pause.count(), text,
+             std::string(rule.hint), "route.paused", true, now_ms);
+    break;
+  case ReplyAction::kDisconnect: {
+    mb->slow = rule.slow_retry;
+    mb->login_backoff = std::make_unique<net::Backoff>(rule.slow_retry ? options_.slow_login_backoff
+                                                                       : options_.login_backoff);
+    const int64_t next = now_ms + mb->login_backoff->next().count();
+    setState(*mb, RouteState::kDisconnected, next, text, std::string(rule.hint),
+             "route.disconnected", rule.alert, now_ms);
+    e.close_connection = true;
+    break;
+  }
+  case ReplyAction::kReject:
+    break;
+  }
+  return e;
+}
+
+int64_t Router::onLoginFailed(std::string_view mailbox, const route::ReplyRule* rule,
+                              std::string_view reason, int64_t now_ms) {
+  MailboxRoute* mb = find(mailbox);
+  if (mb == nullptr) {
+    return now_ms + options_.login_backoff.initial.count();
+  }
+  const bool was_disconnected = mb->state == RouteState::kDisconnected;
+  if (rule == nullptr && !was_disconnected) {
+    return now_ms;
+  }
+  if (!mb->login_backoff || (rule != nullptr && rule->slow_retry != mb->slow)) {
+    mb->slow = rule != nullptr && rule->slow_retry;
+    mb->login_backoff = std::make_unique<net::Backoff>(mb->slow ? options_.slow_login_backoff
+                                                                : options_.login_backoff);
+  }
+  const int64_t next = now_ms + mb->login_backoff->next().count();
+  const std::string why(reason);
+  if (!was_disconnected || (rule != nullptr && why != mb->reason)) {
+    setState(*mb, RouteState::kDisconnected, next, why,
+             rule != nullptr ? std::string(rule->hint) : mb->hint, "route.disconnected",
+             rule != nullptr && rule->alert, now_ms);
+  } else {
+    mb->until_ms = next;
+  }
+  return next;
+}
+
+bool Router::onLoginOk(std::string_view mailbox, int64_t now_ms) {
+  MailboxRoute* mb = find(mailbox);
+  if (mb == nullptr || mb->state != RouteState::kDisconnected) {
+    return false;
+  }
+  mb->login_backoff.reset();
+  setState(*mb, RouteState::kActive, 0, "the login works again", "", "route.connected", false,
+           now_ms);
+  mb->reason.clear();
+  return true;
+}
+
+uint32_t Router::maxConnections(std::string_view mailbox, int64_t now_ms) const {
+  const MailboxRoute* mb = find(mailbox);
+  if (mb == nullptr) {
+    return 1;
+  }
+  const uint32_t cap = std::max<uint32_t>(mb->tenant->limits.max_connections, 1);
+  if (mb->fewer_connections > 0 && now_ms < mb->fewer_until_ms) {
+    return std::max<uint32_t>(cap - std::min(cap, mb->fewer_connections), 1);
+  }
+  return cap;
+}
+
+std::vector<std::pair<std::string, int64_t>> Router::probesDue() const {
+  std::vector<std::pair<std::string, int64_t>> out;
+  for (const auto& [addr, mb] : mailboxes_) {
+    if (mb->state == RouteState::kDisconnected) {
+      out.emplace_back(addr, mb->until_ms);
+    }
+  }
+  return out;
+}
+
+std::optional<MailboxRouteView> Router::view(std::string_view address, int64_t now_ms) {
+  MailboxRoute* mb = find(config::lowerAscii(address));
+  if (mb == nullptr) {
+    return std::nullopt;
+  }
+  refresh(*mb, now_ms);
+  MailboxRouteView v;
+  v.tenant = mb->tenant->id;
+  v.address = mb->mailbox->address;
+  v.state = mb->state;
+  v.until_ms = mb->until_ms;
+  v.reason = mb->reason;
+  v.hint = mb->hint;
+  v.usage = mb->ledger.usage(now_ms);
+  v.max_connections = maxConnections(mb->address, now_ms);
+  v.failed_over = mb->failed_over;
+  return v;
+}
+
+std::vector<Router::Change> Router::takeChanges() {
+  std::vector<Change> out = std::move(changes_);
+  changes_.clear();
+  return out;
+}
+
+} // namespace mailgate::relay
