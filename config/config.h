@@ -123,6 +123,11 @@ struct Microsoft365 {
   std::string token_endpoint = "https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token";
   std::string graph_endpoint = "https://graph.microsoft.com/v1.0";
   Microsoft365Limits limits;
+  // Login retries of a disconnected mailbox route: the first after login_retry_initial, doubling
+  // up to login_retry_max. Bad credentials (a new App Password can take hours to start working)
+  // retry 5 times slower, up to twice the maximum. docs/routing.md.
+  Duration login_retry_initial = std::chrono::minutes(1);
+  Duration login_retry_max = std::chrono::hours(1);
 };
 
 struct RelayAuth {

@@ -785,12 +785,18 @@ void readM365Limits(Reader& r, const Entry* e, Microsoft365Limits& l) {
 }
 
 void readMicrosoft365(Reader& r, const Entry* e, Microsoft365& m) {
-  const Fields f(r, e, {"smtp", "imap", "token_endpoint", "graph_endpoint", "limits"});
+  const Fields f(r, e,
+                 {"smtp", "imap", "token_endpoint", "graph_endpoint", "limits",
+                  "login_retry_initial", "login_retry_max"});
   readUpstream(r, Fields(r, f.get("smtp"), kUpstreamKeys), m.smtp, false);
   readUpstream(r, Fields(r, f.get("imap"), kUpstreamKeys), m.imap, true);
   r.url(f.get("token_endpoint"), m.token_endpoint, {"https", "http"});
   r.url(f.get("graph_endpoint"), m.graph_endpoint, {"https", "http"});
   readM365Limits(r, f.get("limits"), m.limits);
+  r.duration(f.get("login_retry_initial"), m.login_retry_initial, std::chrono::seconds(1),
+             std::chrono::hours(24));
+  r.duration(f.get("login_retry_max"), m.login_retry_max, std::chrono::seconds(1),
+             std::chrono::hours(24 * 7));
 }
 
 bool isSimpleName(std::string_view name) {

@@ -37,6 +37,7 @@ public:
     webhooks();
     tenants();
     mailboxes();
+    loginRetry();
     queue();
     return std::move(out_);
   }
@@ -332,6 +333,14 @@ private:
         error(fmt::format("tenants[{}].bcc_address", i),
               fmt::format("'{}' is also an address of {}", t.bcc_address, it->second));
       }
+    }
+  }
+
+  void loginRetry() {
+    const Microsoft365& m = c_.microsoft365;
+    if (m.login_retry_max < m.login_retry_initial) {
+      error("microsoft365.login_retry_max", fmt::format("must be at least login_retry_initial ({})",
+                                                        formatDuration(m.login_retry_initial)));
     }
   }
 

@@ -427,8 +427,17 @@ struct DeliveryEngine::State final : UpstreamConnection::Observer,
   }
 
   void probe(const std::string& mailbox) {
+    const int64_t now = wallClockMs();
+    const auto view = router.view(mailbox, now);
+    if (!view || view->state != RouteState::kDisconnected || draining) {
+      return;
+    }
+    if (view->until_ms > now + 1000) {
+      armProbes(); // the timer's sleep is capped; not due yet
+      return;
+    }
     Pool* pool = mailboxPool(mailbox);
-    if (pool == nullptr || draining) {
+    if (pool == nullptr) {
       return;
     }
     if (pool->slots.empty()) {
@@ -903,18 +912,29 @@ struct DeliveryEngine::State final : UpstreamConnection::Observer,
     record(att, std::move(o));
   }
 
-  // The reply that failed an attempt: the end of data, else MAIL, else the first refused RCPT.
+  // The reply that failed an attempt, root cause first: MAIL; then a refused RCPT when no
+  // recipient was taken (a pipelining server answers DATA with 503/554 after that); then the end
+  // of data; then any refused RCPT.
   static std::optional<smtp::Reply> failingReply(const smtp::ClientSession::MessageResult& r) {
-    if (r.final_reply && !r.final_reply->isPositive()) {
-      return r.final_reply;
-    }
     if (r.mail_reply && !r.mail_reply->isPositive()) {
       return r.mail_reply;
     }
+    const smtp::Reply* refused = nullptr;
+    bool any_taken = false;
     for (const auto& rcpt : r.recipients) {
-      if (rcpt.reply.code >= 400) {
-        return rcpt.reply;
+      if (rcpt.reply.code >= 400 && refused == nullptr) {
+        refused = &rcpt.reply;
       }
+      any_taken = any_taken || (rcpt.reply.code >= 200 && rcpt.reply.code < 400);
+    }
+    if (refused != nullptr && !any_taken) {
+      return *refused;
+    }
+    if (r.final_reply && !r.final_reply->isPositive()) {
+      return r.final_reply;
+    }
+    if (refused != nullptr) {
+      return *refused;
     }
     return std::nullopt;
   }
@@ -1164,6 +1184,7 @@ struct DeliveryEngine::State final : UpstreamConnection::Observer,
     if (!draining) {
       draining = true;
       timer->stop();
+      probes.clear();
       size_t waiting = future.size();
       for (auto& pool : pools) {
         waiting += pool->ready.size();
@@ -1212,6 +1233,7 @@ struct DeliveryEngine::State final : UpstreamConnection::Observer,
   void shutdown() {
     shut_down = true;
     timer.reset();
+    probes.clear();
     later_timers.clear();
     for (auto& pool : pools) {
       pool->backoff_timer.reset();
@@ -1254,6 +1276,11 @@ Result<std::unique_ptr<DeliveryEngine>> DeliveryEngine::create(net::Loop& loop,
     return std::unexpected(v.error());
   }
   const std::string ehlo = config.node.id.empty() ? hostName() : config.node.id;
+  // Login retries of disconnected routes come from the configuration (microsoft365.login_retry_*).
+  options.router.login_backoff.initial = config.microsoft365.login_retry_initial;
+  options.router.login_backoff.max = config.microsoft365.login_retry_max;
+  options.router.slow_login_backoff.initial = config.microsoft365.login_retry_initial * 5;
+  options.router.slow_login_backoff.max = config.microsoft365.login_retry_max * 2;
   auto state = std::make_shared<State>(loop, store, config, std::move(options), RetryPolicy(ro),
                                        config.queue.messages_per_connection);
   state->ehlo_name = ehlo;

@@ -45,7 +45,8 @@ struct RouterOptions {
   std::chrono::milliseconds exhausted_min_wait{std::chrono::minutes(30)};
   // How long a "sender throttled" reply pauses the route.
   std::chrono::milliseconds pause{std::chrono::hours(1)};
-  // Login probes of a disconnected route: settings and credentials problems...
+  // Login probes of a disconnected route (the DeliveryEngine sets both from
+  // microsoft365.login_retry_initial/_max): settings and policy problems...
   net::BackoffOptions login_backoff{std::chrono::minutes(1), std::chrono::hours(1), 2.0, 0.2,
                                     std::nullopt};
   // ...and bad credentials, which may be a new App Password that starts working hours later.

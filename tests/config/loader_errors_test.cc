@@ -292,6 +292,12 @@ queue:
                      "t.yaml:16:14: queue.retry_max: must be at least retry_initial (2h)"));
 }
 
+TEST(LoaderErrors, LoginRetryMaxBelowInitial) {
+  const auto d = diagnose("microsoft365:\n  login_retry_initial: 10m\n  login_retry_max: 1m\n");
+  EXPECT_THAT(d, ElementsAre("t.yaml:3:20: microsoft365.login_retry_max: must be at least "
+                             "login_retry_initial (10m)"));
+}
+
 TEST(LoaderErrors, ErrorValueJoinsEveryDiagnostic) {
   auto r = loadString("log: {level: loud, format: xml}\n", "inline.yaml");
   ASSERT_FALSE(r.has_value());

@@ -53,11 +53,19 @@ TEST(Loader, EmptyFileGivesDocumentedDefaults) {
   EXPECT_EQ(m.limits.recipients_per_message, 500U);
   EXPECT_EQ(m.limits.max_connections, 3U);
   EXPECT_EQ(m.limits.window, seconds(86400));
+  EXPECT_EQ(m.login_retry_initial, minutes(1));
+  EXPECT_EQ(m.login_retry_max, hours(1));
   EXPECT_EQ(c.queue.retry_initial, minutes(5));
   EXPECT_EQ(c.queue.retry_max, hours(1));
   EXPECT_EQ(c.queue.lifetime, hours(120));
   EXPECT_EQ(c.queue.messages_per_connection, 100U);
   EXPECT_EQ(c.queue.commit_batch_max, 512U);
+}
+
+TEST(Loader, ReadsLoginRetryDurations) {
+  const Config c = mustLoad("microsoft365: {login_retry_initial: 2s, login_retry_max: 30m}\n");
+  EXPECT_EQ(c.microsoft365.login_retry_initial, seconds(2));
+  EXPECT_EQ(c.microsoft365.login_retry_max, minutes(30));
 }
 
 TEST(Loader, ExplicitNullsKeepDefaults) {

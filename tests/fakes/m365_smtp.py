@@ -73,6 +73,9 @@ MAILBOX_DEFAULTS = {
     "max_connections": 3,
     "auth": "ok",
     "quota_exceeded": False,
+    # The first N messages accepted for this mailbox are recorded as accepted, then the
+    # connection is cut before the 250 goes out: the client cannot know the outcome.
+    "drop_after_data": 0,
 }
 
 
@@ -97,7 +100,8 @@ def _check_mailbox(address, raw):
     if not isinstance(aliases, list) or not all(isinstance(a, str) for a in aliases):
         raise ConfigError(f"{where}.aliases: must be a list of strings")
     box["aliases"] = [a.lower() for a in aliases]
-    for key in ("recipients_per_window", "messages_per_minute", "max_connections"):
+    for key in ("recipients_per_window", "messages_per_minute", "max_connections",
+                "drop_after_data"):
         value = box[key]
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ConfigError(f"{where}.{key}: must be an integer >= 0")
@@ -195,6 +199,7 @@ class MailboxRuntime:
         self.refused = 0
         self.concurrency_refusals = 0
         self.auth_failures = 0
+        self.dropped = 0  # connections cut after the data (drop_after_data)
         self.sent = collections.deque()  # (time, recipients) of accepted messages, oldest first
         self.minute = collections.deque()  # times of accepted messages in the last 60 s
 
@@ -560,6 +565,12 @@ class Microsoft365:
         internal_id = next(self.message_ids)
         log.info("conn %d accepted message %d for %s: %d recipient(s), %d in window",
                  conn.id, internal_id, address, recipients, used + recipients)
+        if runtime.dropped < box["drop_after_data"]:
+            runtime.dropped += 1
+            log.info("conn %d cut after the data of message %d (drop_after_data)", conn.id,
+                     internal_id)
+            server.transport.abort()
+            return "250 2.0.0 OK (never sent: the connection was cut)"
         return f"250 2.0.0 OK <m365fake-{internal_id}@{self.hostname}> Queued mail for delivery"
 
     async def handle_exception(self, error):

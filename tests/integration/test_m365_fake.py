@@ -354,6 +354,17 @@ class M365FakeTest(unittest.TestCase):
             self.fake.set_mailbox(address, quota_exceeded=False)
         self.assertEqual(send(client, address, ["a@example.test"], message(address))[:3], "250")
 
+    def test_drop_after_data_records_the_message_and_cuts_the_connection(self):
+        address = "drop@acme.example"
+        self.fake.set_mailbox(address, password=PASSWORD, drop_after_data=1)
+        client = self.client(address)
+        with self.assertRaises(smtplib.SMTPServerDisconnected):
+            client.sendmail(address, ["a@example.test"], message(address))
+        self.assertEqual(len(self.fake.accepted(address)), 1)  # it has the message all the same
+        again = self.client(address)  # only the first message is cut
+        self.assertEqual(send(again, address, ["a@example.test"], message(address))[:3], "250")
+        self.assertEqual(len(self.fake.accepted(address)), 2)
+
     def test_window_frees_oldest_sends(self):
         address = "window@acme.example"
         client = self.client(address)

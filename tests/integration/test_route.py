@@ -23,10 +23,13 @@ PASSWORD = "app-password-for-tests-only"
 
 
 def tenant_yaml(fake, recipients_per_day=50, window_seconds=86400, reserve=0,
-                on_disconnect="hold", fallback="[default]", with_auth=True):
+                on_disconnect="hold", fallback="[default]", with_auth=True, max_connections=3):
     """The tenants section: one tenant, one mailbox routed to the stand-in."""
     auth = f"        auth: {{{{method: app_password, password: {PASSWORD}}}}}\n" if with_auth else ""
     return (
+        "microsoft365:\n"
+        "  login_retry_initial: 1s\n"
+        "  login_retry_max: 2s\n"
         "tenants:\n"
         "  - id: acme\n"
         f"    fallback: {fallback}\n"
@@ -37,6 +40,7 @@ def tenant_yaml(fake, recipients_per_day=50, window_seconds=86400, reserve=0,
         f"      window_seconds: {window_seconds}\n"
         "      messages_per_minute: 100000\n"
         "      recipients_per_message: 1\n"
+        f"      max_connections: {max_connections}\n"
         "    mailboxes:\n"
         f"      - address: {REP}\n"
         f"        aliases: [{ALIAS}]\n"
@@ -73,6 +77,15 @@ def events(gw, type_prefix="route."):
     finally:
         db.close()
     return [(t, m, json.loads(d)) for t, m, d in rows]
+
+
+def messages(gw):
+    db = sqlite3.connect(f"file:{gw.data_dir / 'mailgate.db'}?mode=ro", uri=True, timeout=10)
+    try:
+        return db.execute("SELECT message_id, state, route, route_pinned, last_reply, writeback "
+                          "FROM messages ORDER BY created_ms").fetchall()
+    finally:
+        db.close()
 
 
 def message_states(gw):
@@ -196,6 +209,14 @@ class RouteTest(unittest.TestCase):
         time.sleep(1)
         self.assertEqual(self.at_fake("h") + self.at_sink("h"), [])
         self.assertEqual(message_states(gw).get("sent", 0), 0)
+        # The admin enables SMTP AUTH: the next login probe works and the held mail goes out
+        # through Microsoft 365, once each.
+        self.fake.set_mailbox(REP, auth="ok")
+        self.assertTrue(wait_for(lambda: len(self.at_fake("h")) == 3, 60), gw.log_text()[-3000:])
+        self.assertIn("route.connected", [t for t, _, _ in events(gw)])
+        time.sleep(0.5)
+        self.assertEqual(self.at_sink("h"), [])
+        self.assert_once_each("h", 3)
         self.assertNotIn(PASSWORD, gw.log_text())
 
     def test_smtp_auth_disabled_with_fallback_goes_through_the_relay(self):
@@ -228,6 +249,54 @@ class RouteTest(unittest.TestCase):
         time.sleep(0.5)
         self.assertEqual(len(self.at_fake("a")) + len(self.at_sink("a")), 1)
         self.assertEqual(sum(message_states(gw).values()), 1)  # nothing else was queued
+
+    def test_uncertain_outcome_stays_on_its_route(self):
+        # Microsoft 365 takes the first message but the connection is cut before its 250. The
+        # ledger (1 recipient per 4 s) is then spent, which would send any other message to the
+        # relay: this one is pinned to Microsoft 365 and waits for it instead.
+        self.fake.set_mailbox(REP, drop_after_data=1)
+        gw = self.gateway(recipients_per_day=1, window_seconds=4)
+        submit(gw, "u", [0])
+        self.assertTrue(wait_for(lambda: len(self.at_fake("u")) == 2, 60), gw.log_text()[-3000:])
+        self.assertTrue(wait_for(lambda: messages(gw)[0][1] == "sent", 30))
+        self.assertEqual(self.at_sink("u"), [])
+        _, state, route, pinned, _, writeback = messages(gw)[0]
+        self.assertEqual((state, route, pinned, writeback), ("sent", "microsoft365", 1, ""))
+        uncertain = events(gw, "message.uncertain")
+        self.assertEqual(len(uncertain), 1, uncertain)
+        self.assertEqual(uncertain[0][2]["route"], "microsoft365")
+
+    def test_concurrency_replies_shrink_the_pool_and_lose_nothing(self):
+        self.fake.set_mailbox(REP, max_connections=1)
+        gw = self.gateway(recipients_per_day=1000, max_connections=3)
+        submit(gw, "c", range(20))
+        self.assertTrue(wait_for(lambda: len(self.at_fake("c")) == 20, 90), gw.log_text()[-3000:])
+        time.sleep(1)
+        self.assertEqual(self.at_sink("c"), [])
+        self.assert_once_each("c", 20)
+        throttled = [d for t, _, d in events(gw) if t == "route.throttled"]
+        self.assertTrue(throttled, "no concurrency reply was seen; the test proves nothing")
+        self.assertIn("432 4.3.2", throttled[0]["reply"])
+
+    def test_send_as_denied_fails_the_message_with_a_hint(self):
+        # mailgate lets the alias send, Microsoft 365 does not know it: 550 5.7.60.
+        self.fake.set_mailbox(REP, aliases=[])
+        gw = self.gateway()
+        submit(gw, "s", [0], sender=ALIAS)
+        self.assertTrue(wait_for(lambda: messages(gw) and messages(gw)[0][1] == "failed", 30),
+                        gw.log_text()[-3000:])
+        last_reply = messages(gw)[0][4]
+        self.assertIn("5.7.60", last_reply)
+        self.assertIn("alias", last_reply.lower())
+        self.assertEqual(self.at_fake("s") + self.at_sink("s"), [])
+
+    def test_relay_sent_mail_is_marked_for_sent_folder_write_back(self):
+        gw = self.gateway(recipients_per_day=1)
+        submit(gw, "r", range(2))
+        self.assertTrue(self.wait_total("r", 2), gw.log_text()[-3000:])
+        self.assertTrue(wait_for(lambda: [m[1] for m in messages(gw)] == ["sent", "sent"], 30))
+        by_route = {m[2]: m[5] for m in messages(gw)}
+        self.assertEqual(by_route, {"microsoft365": "", "default": "pending"})
 
 
 if __name__ == "__main__":
