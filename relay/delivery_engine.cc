@@ -179,6 +179,8 @@ struct DeliveryEngine::State final : UpstreamConnection::Observer,
   bool shut_down = false;
   DeliveryStats stats;
   Router router;
+  // Per ledger key: the next pacing slot (µs since the epoch) to hand to a waiting message.
+  std::map<std::string, int64_t, std::less<>> pace_next_us;
   // Login probes of disconnected Microsoft 365 routes, by mailbox.
   std::map<std::string, net::TimerPtr, std::less<>> probes;
 
@@ -261,12 +263,15 @@ struct DeliveryEngine::State final : UpstreamConnection::Observer,
     });
     flushRouteChanges();
     switch (d.kind) {
-    case RouteDecision::Kind::kWait:
-      log->debug("msg={} waits {} ms: {}", msg.id, d.until_ms - now, d.reason);
-      msg.next_attempt_ms = d.until_ms;
-      future.emplace(d.until_ms, std::move(msg));
+    case RouteDecision::Kind::kWait: {
+      ++stats.waits;
+      const int64_t at = paceSlot(d);
+      log->debug("msg={} waits {} ms: {}", msg.id, at - now, d.reason);
+      msg.next_attempt_ms = at;
+      future.emplace(at, std::move(msg));
       armTimer();
       return;
+    }
     case RouteDecision::Kind::kFail:
       failMessage(std::move(msg), d.reason);
       return;
@@ -280,10 +285,24 @@ struct DeliveryEngine::State final : UpstreamConnection::Observer,
       return;
     }
     if (d.failover) {
+      ++stats.failovers;
       log->info("msg={} mailbox={} through relay {}: {}", msg.id, msg.mailbox, d.route, d.reason);
     }
     pool->ready.push_back(Ready{std::move(msg), std::move(d.route), std::move(d.charges)});
     pump(*pool);
+  }
+
+  // When a message told to wait for a pacing slot looks again: messages waiting on the same
+  // ledger get successive slots, so a backlog wakes one message per slot instead of all of them
+  // at every slot (which would cost O(backlog) per message).
+  int64_t paceSlot(const RouteDecision& d) {
+    if (d.pace_key.empty() || d.pace_interval_us <= 0) {
+      return d.until_ms;
+    }
+    int64_t& next_us = pace_next_us[d.pace_key];
+    const int64_t at_us = std::max(d.until_ms * 1000, next_us);
+    next_us = at_us + d.pace_interval_us;
+    return (at_us + 999) / 1000;
   }
 
   Pool* relayPool(std::string_view name) {
@@ -957,6 +976,15 @@ struct DeliveryEngine::State final : UpstreamConnection::Observer,
       return false;
     }
     const int64_t now = wallClockMs();
+    const bool any_sent = std::any_of(o.recipients.begin(), o.recipients.end(), [](const auto& r) {
+      return r.result == DeliveryResult::kSent;
+    });
+    if (!any_sent) {
+      // Microsoft 365 took nothing: its recipients go back to the ledger before the router
+      // looks at it (a quota reply waits for the oldest send that really counts).
+      o.refunds = router.refund(att->charges, 0, now);
+      att->charges.clear();
+    }
     const ReplyEffect effect = router.onReply(pool.mailbox, *rule, reply->code, text, now);
     log->warn("conn=u{} msg={} mailbox={} Microsoft 365 answered '{} {}': {} ({})", att->conn_id,
               att->msg.id, pool.mailbox, reply->code, text, rule->name,
@@ -976,9 +1004,6 @@ struct DeliveryEngine::State final : UpstreamConnection::Observer,
     }
     // Nothing was delivered through the route, so the message is free to go again (through
     // whatever route is right by then) without counting against its retry schedule.
-    const bool any_sent = std::any_of(o.recipients.begin(), o.recipients.end(), [](const auto& r) {
-      return r.result == DeliveryResult::kSent;
-    });
     if (!any_sent) {
       o.whole_message_temp_failure = true;
       o.recipients.clear();
@@ -1007,7 +1032,9 @@ struct DeliveryEngine::State final : UpstreamConnection::Observer,
         kept += r.result == DeliveryResult::kSent ? 1 : 0;
       }
     }
-    outcome.refunds = router.refund(att->charges, kept, outcome.now_ms);
+    for (auto& r : router.refund(att->charges, kept, outcome.now_ms)) {
+      outcome.refunds.push_back(std::move(r));
+    }
     ++store_ops;
     submitRecord(att->conn_id, std::move(outcome));
   }

@@ -77,6 +77,8 @@ struct DeliveryStats {
   uint64_t failed = 0;             // messages that ended `failed` (5xx, expired, no route)
   uint64_t deferred = 0;           // attempts that left the message deferred
   uint64_t unknown_outcomes = 0;   // connection lost after the final "." (possible duplicate)
+  uint64_t failovers = 0;          // attempts through a relay for a mailbox with its own route
+  uint64_t waits = 0;              // times a due message had to wait (pacing, budget, held)
   size_t open_connections = 0;     // now
   size_t waiting = 0;              // messages known to the engine and not in flight now
 };

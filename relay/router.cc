@@ -4,6 +4,7 @@
 #include "config/values.h"
 
 #include <algorithm>
+#include <array>
 #include <fmt/format.h>
 
 namespace mailgate::relay {
@@ -111,6 +112,14 @@ bool neverFits(Verdict v) {
   return v == Verdict::kTooManyRecipients || v == Verdict::kTooLarge;
 }
 
+// The pacing hint of a wait caused by a ledger's messages-per-minute limit.
+void paceHint(RouteDecision& d, const Ledger& ledger) {
+  if (const auto per_minute = ledger.limits().messages_per_minute; per_minute && *per_minute > 0) {
+    d.pace_key = ledger.key();
+    d.pace_interval_us = (60'000'000 + *per_minute - 1) / *per_minute;
+  }
+}
+
 } // namespace
 
 struct Router::MailboxRoute {
@@ -122,9 +131,12 @@ struct Router::MailboxRoute {
   int64_t until_ms = 0; // exhausted/paused: end; disconnected: next login probe
   std::string reason;
   std::string hint;
-  bool failed_over = false;          // an episode of failover is going on (events once)
-  bool over_budget_reported = false; // the ledger's own "over budget" was reported once
-  uint32_t fewer_connections = 0;    // subtracted from max_connections until fewer_until_ms
+  // Per priority (bulk, personal): an episode of failover is going on, and the ledger's own
+  // "over budget" was reported for it; so each event is recorded once per episode, and bulk mail
+  // failing over while personal mail still goes through Microsoft 365 is not a failback.
+  std::array<bool, 2> failed_over{};
+  std::array<bool, 2> over_budget_reported{};
+  uint32_t fewer_connections = 0; // subtracted from max_connections until fewer_until_ms
   int64_t fewer_until_ms = 0;
   std::unique_ptr<net::Backoff> login_backoff; // only while disconnected (it is large)
   bool slow = false;
@@ -224,15 +236,15 @@ void Router::restore(const RoutingSnapshot& snapshot, int64_t now_ms) {
     if (mb == nullptr || !st || mb->state == RouteState::kUnconfigured) {
       continue;
     }
-    mb->reason = s.reason;
-    mb->hint = s.hint;
     switch (*st) {
     case RouteState::kExhausted:
     case RouteState::kPaused:
       if (s.until_ms > now_ms) {
         mb->state = *st;
         mb->until_ms = s.until_ms;
-        mb->failed_over = true;
+        mb->reason = s.reason;
+        mb->hint = s.hint;
+        mb->failed_over.fill(true);
         if (*st == RouteState::kExhausted) {
           mb->ledger.restoreExhausted(s.until_ms);
         }
@@ -240,6 +252,8 @@ void Router::restore(const RoutingSnapshot& snapshot, int64_t now_ms) {
       break;
     case RouteState::kDisconnected:
       mb->state = RouteState::kDisconnected;
+      mb->reason = s.reason;
+      mb->hint = s.hint;
       mb->until_ms = now_ms; // probe the login at once
       mb->login_backoff = std::make_unique<net::Backoff>(options_.login_backoff);
       break;
@@ -326,7 +340,6 @@ RouteDecision Router::decide(const QueuedMessage& msg, int64_t now_ms,
   }
   const bool pinned_m365 = msg.route_pinned;
 
-  std::string why;
   switch (mb->state) {
   case RouteState::kActive: {
     const LedgerCheck check = mb->ledger.check(now_ms, recipients, msg.size, priority);
@@ -336,13 +349,15 @@ RouteDecision Router::decide(const QueuedMessage& msg, int64_t now_ms,
       d.route = std::string(kMicrosoft365Route);
       d.mailbox = mb->address;
       d.charges.push_back(mb->ledger.charge(now_ms, recipients));
-      if (mb->failed_over) {
-        mb->failed_over = false;
-        mb->over_budget_reported = false;
+      const auto p = static_cast<size_t>(priority);
+      mb->over_budget_reported[p] = false;
+      if (mb->failed_over[p]) {
+        mb->failed_over[p] = false;
         event(*mb, "route.failback",
               JsonObject()
                   .str("route", kMicrosoft365Route)
                   .str("reason", "the mailbox's Microsoft 365 route takes mail again")
+                  .str("priority", route::toString(priority))
                   .num("time_ms", now_ms)
                   .done());
       }
@@ -352,12 +367,16 @@ RouteDecision Router::decide(const QueuedMessage& msg, int64_t now_ms,
       // Pacing is not a reason to fail over; a pinned message waits for its route.
       RouteDecision d;
       d.kind = RouteDecision::Kind::kWait;
-      d.until_ms = std::max(check.until_ms, now_ms + 1000);
+      d.until_ms = std::max(check.until_ms, now_ms + 1);
       d.reason = check.reason;
+      if (check.verdict == Verdict::kWait) {
+        paceHint(d, mb->ledger);
+      }
       return d;
     }
-    if (check.verdict == Verdict::kOverBudget && !mb->over_budget_reported) {
-      mb->over_budget_reported = true;
+    const auto p = static_cast<size_t>(priority);
+    if (check.verdict == Verdict::kOverBudget && !mb->over_budget_reported[p]) {
+      mb->over_budget_reported[p] = true;
       event(*mb, "route.exhausted",
             JsonObject()
                 .str("route", kMicrosoft365Route)
@@ -368,12 +387,11 @@ RouteDecision Router::decide(const QueuedMessage& msg, int64_t now_ms,
                 .num("time_ms", now_ms)
                 .done());
     }
-    why = check.reason;
     if (neverFits(check.verdict)) {
-      // Goes to the relay whole; not a failover episode of the route.
-      return viaRelays(msg, nullptr, now_ms, relay_usable, std::move(why));
+      // Goes to the relay whole: a failover of this message, not an episode of the route.
+      return viaRelays(msg, *mb, false, 0, now_ms, relay_usable, check.reason);
     }
-    break;
+    return viaRelays(msg, *mb, true, check.until_ms, now_ms, relay_usable, check.reason);
   }
   case RouteState::kExhausted:
   case RouteState::kPaused:
@@ -384,8 +402,7 @@ RouteDecision Router::decide(const QueuedMessage& msg, int64_t now_ms,
       d.reason = "the message is pinned to Microsoft 365 (" + mb->reason + ")";
       return d;
     }
-    why = mb->reason;
-    break;
+    return viaRelays(msg, *mb, true, mb->until_ms, now_ms, relay_usable, mb->reason);
   case RouteState::kDisconnected:
   case RouteState::kUnconfigured:
     if (pinned_m365 || mb->tenant->on_disconnect == config::OnDisconnect::kHold) {
@@ -398,20 +415,22 @@ RouteDecision Router::decide(const QueuedMessage& msg, int64_t now_ms,
           fmt::format("held: the Microsoft 365 route is {} ({})", toString(mb->state), mb->reason);
       return d;
     }
-    why = fmt::format("the Microsoft 365 route is {} ({})", toString(mb->state), mb->reason);
-    break;
+    return viaRelays(
+        msg, *mb, true, 0, now_ms, relay_usable,
+        fmt::format("the Microsoft 365 route is {} ({})", toString(mb->state), mb->reason));
   }
-  return viaRelays(msg, mb, now_ms, relay_usable, std::move(why));
+  return {};
 }
 
-RouteDecision Router::viaRelays(const QueuedMessage& msg, MailboxRoute* mb, int64_t now_ms,
+RouteDecision Router::viaRelays(const QueuedMessage& msg, MailboxRoute& mb, bool episode,
+                                int64_t m365_until_ms, int64_t now_ms,
                                 const std::function<bool(std::string_view)>& relay_usable,
                                 std::string why) {
-  const MailboxRoute* owner = mb != nullptr ? mb : find(config::lowerAscii(msg.mailbox));
-  const std::vector<std::string>& chain = owner->tenant->fallback;
+  const std::vector<std::string>& chain = mb.tenant->fallback;
   const auto recipients = static_cast<uint32_t>(msg.pendingRecipients());
   const auto priority = route::parsePriority(msg.priority).value_or(route::Priority::kBulk);
   std::optional<int64_t> earliest;
+  const Ledger* earliest_paced = nullptr; // the ledger of `earliest` when it is a pacing wait
   std::string refusals;
   // Relays that can be reached first; unreachable ones only when no other can take the message.
   for (const bool want_usable : {true, false}) {
@@ -427,11 +446,11 @@ RouteDecision Router::viaRelays(const QueuedMessage& msg, MailboxRoute* mb, int6
         d.kind = RouteDecision::Kind::kSend;
         d.route = name;
         d.charges.push_back(ledger.charge(now_ms, recipients));
-        d.failover = mb != nullptr;
+        d.failover = true;
         d.reason = why;
-        if (mb != nullptr && !mb->failed_over) {
-          mb->failed_over = true;
-          event(*mb, "route.failover",
+        if (const auto p = static_cast<size_t>(priority); episode && !mb.failed_over[p]) {
+          mb.failed_over[p] = true;
+          event(mb, "route.failover",
                 JsonObject()
                     .str("from", kMicrosoft365Route)
                     .str("to", name)
@@ -442,12 +461,11 @@ RouteDecision Router::viaRelays(const QueuedMessage& msg, MailboxRoute* mb, int6
         }
         return d;
       }
-      if (!neverFits(check.verdict)) {
-        earliest = std::min(earliest.value_or(check.until_ms), check.until_ms);
+      if (!neverFits(check.verdict) && (!earliest || check.until_ms < *earliest)) {
+        earliest = check.until_ms;
+        earliest_paced = check.verdict == Verdict::kWait ? &ledger : nullptr;
       }
-      if (want_usable || !relay_usable) {
-        refusals += fmt::format("{}relay {}: {}", refusals.empty() ? "" : "; ", name, check.reason);
-      }
+      refusals += fmt::format("{}relay {}: {}", refusals.empty() ? "" : "; ", name, check.reason);
     }
     if (!relay_usable) {
       break;
@@ -456,9 +474,11 @@ RouteDecision Router::viaRelays(const QueuedMessage& msg, MailboxRoute* mb, int6
   RouteDecision d;
   if (earliest || chain.empty()) {
     d.kind = RouteDecision::Kind::kWait;
-    d.until_ms = std::max(earliest.value_or(now_ms + options_.hold_recheck.count()), now_ms + 1000);
-    if (mb != nullptr && mb->until_ms > now_ms && !chain.empty()) {
-      d.until_ms = std::min(d.until_ms, mb->until_ms);
+    d.until_ms = std::max(earliest.value_or(now_ms + options_.hold_recheck.count()), now_ms + 1);
+    if (m365_until_ms > now_ms && !chain.empty() && m365_until_ms < d.until_ms) {
+      d.until_ms = m365_until_ms; // the mailbox's own route may come back first
+    } else if (earliest_paced != nullptr) {
+      paceHint(d, *earliest_paced);
     }
     d.reason = chain.empty() ? why + "; the tenant has no fallback relay, so the message waits"
                              : why + "; " + refusals;
@@ -495,6 +515,9 @@ RouteDecision Router::viaRelay(const QueuedMessage& msg, std::string_view relay,
   d.kind = RouteDecision::Kind::kWait;
   d.until_ms = std::max(check.until_ms, now_ms + 1);
   d.reason = check.reason;
+  if (check.verdict == Verdict::kWait) {
+    paceHint(d, ledger);
+  }
   return d;
 }
 
@@ -664,7 +687,7 @@ std::optional<MailboxRouteView> Router::view(std::string_view address, int64_t n
   v.hint = mb->hint;
   v.usage = mb->ledger.usage(now_ms);
   v.max_connections = maxConnections(mb->address, now_ms);
-  v.failed_over = mb->failed_over;
+  v.failed_over = mb->failed_over[0] || mb->failed_over[1];
   return v;
 }
 

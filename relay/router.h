@@ -70,6 +70,10 @@ struct RouteDecision {
   int64_t until_ms = 0;              // kWait: look again then
   std::string reason;                // why; for kFail the reply recorded for every recipient
   bool failover = false;             // kSend through a relay for a mailbox with its own route
+  // kWait because of pacing (messages per minute): the ledger and its spacing, so the caller can
+  // give each waiting message its own later slot instead of waking them all at until_ms.
+  std::string pace_key;
+  int64_t pace_interval_us = 0;
 };
 
 // What an attempt's upstream reply means for the message (the route's state is already updated).
@@ -120,7 +124,8 @@ public:
                                                  uint32_t kept, int64_t now_ms);
 
   // An attempt through `mailbox`'s Microsoft 365 route got `reply` (code and full text), which
-  // `rule` classified.
+  // `rule` classified. When the upstream took nothing, give the attempt's charges back (refund)
+  // first: a quota reply exhausts the route until the oldest send that really counts frees.
   [[nodiscard]] ReplyEffect onReply(std::string_view mailbox, const route::ReplyRule& rule,
                                     int code, std::string_view reply, int64_t now_ms);
   // The login of `mailbox` failed with a reply classified as kDisconnect (or a connection-level
@@ -156,7 +161,12 @@ private:
   MailboxRoute* find(std::string_view address);
   [[nodiscard]] const MailboxRoute* find(std::string_view address) const;
   route::Ledger* ledgerFor(std::string_view key);
-  RouteDecision viaRelays(const QueuedMessage& msg, MailboxRoute* mb, int64_t now_ms,
+  // The tenant's fallback chain for a message of `mb`. `episode`: Microsoft 365 cannot take
+  // mail now (record route.failover once), as opposed to this one message never fitting it.
+  // `m365_until_ms`: when the mailbox's route may take mail again (0: unknown), so a message
+  // waiting for the relays waits no longer than that.
+  RouteDecision viaRelays(const QueuedMessage& msg, MailboxRoute& mb, bool episode,
+                          int64_t m365_until_ms, int64_t now_ms,
                           const std::function<bool(std::string_view)>& relay_usable,
                           std::string why);
   RouteDecision viaRelay(const QueuedMessage& msg, std::string_view relay, int64_t now_ms);

@@ -130,6 +130,32 @@ TEST_F(DeliveryTest, DeliversManyMessagesWithinTheConnectionCap) {
   EXPECT_EQ(stats().attempts, 20U);
 }
 
+// A relay paced at 6,000 messages a minute (one start every 10 ms) and a backlog of 60: every
+// message is delivered once, and each waits for its own slot instead of all of them waking at
+// every slot (which would make waits grow with the square of the backlog).
+TEST_F(DeliveryTest, PacedRelayWorksThroughABacklogWithOneWaitPerSlot) {
+  startServer();
+  auto c = makeConfig(port, 3);
+  c.relays.at("default").limits.messages_per_minute = 6000;
+  startEngine(c);
+  std::vector<QueuedMessage> batch;
+  for (int i = 0; i < 60; ++i) {
+    batch.push_back(store->add(makeMessage({"rcpt" + std::to_string(i) + "@example.net"})));
+  }
+  loop.call([&] {
+    for (auto& q : batch) {
+      engine->schedule(q);
+    }
+  });
+  for (const auto& q : batch) {
+    EXPECT_EQ(store->waitFinal(q.id).state, MessageState::kSent);
+  }
+  loop.call([&] { EXPECT_EQ(server->accepted.size(), 60U); });
+  EXPECT_EQ(stats().delivered, 60U);
+  EXPECT_GT(stats().waits, 0U); // the pacing was in force
+  EXPECT_LE(stats().waits, 3U * 60U);
+}
+
 TEST_F(DeliveryTest, RenewsTheConnectionAfterMessagesPerConnection) {
   startServer();
   auto c = makeConfig(port, 1);

@@ -394,10 +394,6 @@ TEST_F(RouterTest, EmptyFallbackHoldsMailThatMicrosoft365CannotTake) {
 }
 
 TEST_F(RouterTest, LedgerExhaustionIsReportedAgainInTheNextEpisodeWithoutFallback) {
-  GTEST_SKIP() << "BUG: router.cc:339-341 resets over_budget_reported only inside "
-                  "`if (mb->failed_over)`, so for a tenant whose mail waited instead of failing "
-                  "over (empty fallback, or every relay waiting) the ledger's route.exhausted "
-                  "event is recorded once per process lifetime, not once per episode";
   acme().fallback.clear();
   sendViaM365(5, kT0);
   sendViaM365(5, kT0 + kSecondMs);
@@ -414,10 +410,6 @@ TEST_F(RouterTest, LedgerExhaustionIsReportedAgainInTheNextEpisodeWithoutFallbac
 }
 
 TEST_F(RouterTest, WaitForTheRelaysIsNoLongerThanMicrosoft365NeedsToFreeBudget) {
-  GTEST_SKIP() << "BUG: router.cc:457-462: when the mailbox's own ledger is over budget "
-                  "(state active, mb->until_ms == 0) and every relay must wait, the message "
-                  "waits for the earliest relay only, although Microsoft 365 takes it again at "
-                  "check.until_ms, which may be hours earlier";
   acme().limits.window = 3600s; // the mailbox frees budget within the hour...
   acme().fallback = {"primary"};
   relayLimits("primary").recipients_per_day = 1; // ...the relay only after a day
@@ -449,11 +441,17 @@ TEST_F(RouterTest, ReserveMakesBulkFailOverFirstWhilePersonalStillGoesThroughMic
       << evs[0].data.dump();
   EXPECT_EQ(evs[1].data.value("priority", ""), "bulk");
 
-  const RouteDecision personal = decide(2, kT0 + 3 * kSecondMs, "personal");
+  const RouteDecision personal = decide(1, kT0 + 3 * kSecondMs, "personal");
   ASSERT_EQ(personal.kind, Kind::kSend) << personal.reason;
   EXPECT_EQ(personal.route, kMicrosoft365Route);
   ASSERT_EQ(personal.charges.size(), 1u);
   EXPECT_EQ(personal.charges[0].key, kM365Key);
+  // Bulk mail is still failed over: personal mail through Microsoft 365 is not a failback, and
+  // the next bulk message is not a new episode.
+  EXPECT_EQ(types(events()), Types{});
+  EXPECT_EQ(decide(1, kT0 + 3 * kSecondMs + 1, "bulk").route, "primary");
+  EXPECT_EQ(types(events()), Types{});
+  EXPECT_EQ(decide(1, kT0 + 3 * kSecondMs + 2, "personal").route, kMicrosoft365Route);
   (void)changes();
 
   // Now the whole budget is spent: personal mail fails over too, with its own priority.
@@ -490,10 +488,6 @@ TEST_F(RouterTest, TooManyRecipientsForTheMailboxGoesToTheRelayWholeWithoutAnEpi
 }
 
 TEST_F(RouterTest, TooManyRecipientsForTheMailboxIsMarkedAsFailover) {
-  GTEST_SKIP() << "BUG: router.cc:374 passes mb = nullptr to viaRelays for a message that never "
-                  "fits the mailbox's route (to avoid the episode event), and router.cc:430 then "
-                  "sets failover = (mb != nullptr) = false, although the message goes through a "
-                  "relay for a mailbox with its own route (router.h: RouteDecision::failover)";
   const RouteDecision d = decide(6, kT0);
   ASSERT_EQ(d.kind, Kind::kSend) << d.reason;
   EXPECT_EQ(d.route, "primary");
@@ -578,10 +572,6 @@ TEST_F(RouterTest, TooLargeForEveryRelayFails554_5_3_4WithEveryReason) {
 }
 
 TEST_F(RouterTest, TooLargeForEveryUnreachableRelayStillNamesTheReasons) {
-  GTEST_SKIP() << "BUG: router.cc:448 adds a relay's refusal only in the first pass "
-                  "(reachable relays), so when every relay is unreachable the 554 5.3.4 reason "
-                  "ends in \"; \" with no relay named (docs/routing.md: \"fails with 554 5.3.4 "
-                  "and the reasons\")";
   relayLimits("primary").max_message_bytes = 1000;
   relayLimits("secondary").max_message_bytes = 1000;
   const RouteDecision d = router().decide(message(6, "bulk", std::string(kAddress), 5000), kT0,
@@ -671,17 +661,12 @@ TEST_F(RouterTest, QuotaReplyWithNothingRecordedWaitsTheMinimum) {
 }
 
 TEST_F(RouterTest, QuotaReplyToTheOnlyRecordedSendWaitsTheMinimumNotTheWholeWindow) {
-  GTEST_SKIP() << "BUG: router.cc:537 (Router::onReply, kFailOver) calls markExhausted while "
-                  "the refused attempt's own charge is still in the ledger (the driver refunds "
-                  "it after the reply, delivery_engine.cc record()), so a mailbox whose only "
-                  "recorded send is the refused one is exhausted for a whole window (24 h + one "
-                  "bucket) instead of exhausted_min_wait (30 min), and the later refund does not "
-                  "shorten it";
   const RouteDecision d = decide(1, kT0);
   ASSERT_EQ(d.route, kMicrosoft365Route);
   const int64_t t = kT0 + kSecondMs;
-  (void)router().onReply(kAddress, rule(554, kQuotaText), 554, kQuotaText, t);
+  // The driver gives the refused attempt's recipients back first (onReply's contract).
   (void)router().refund(d.charges, 0, t);
+  (void)router().onReply(kAddress, rule(554, kQuotaText), 554, kQuotaText, t);
   const auto v = router().view(kAddress, t);
   ASSERT_TRUE(v);
   EXPECT_EQ(v->usage.used, 0u);
@@ -1147,10 +1132,6 @@ TEST_F(RouterTest, RestoredExhaustedStateThatEndedIsActive) {
 }
 
 TEST_F(RouterTest, RestoredStateThatEndedLeavesNoStaleReason) {
-  GTEST_SKIP() << "BUG: router.cc:227-228 copies the stored reason and hint before looking at "
-                  "the state, so an exhausted/paused state that ended before the restart (and "
-                  "any stored active state) leaves view() saying active with the old quota reply "
-                  "as reason and hint";
   const int64_t now = kT0 + kHourMs;
   RoutingSnapshot snap;
   snap.states.push_back({kM365Key, "exhausted", now - 1, "554 5.2.0 quota", "hint", kT0});
