@@ -5,7 +5,6 @@
 #include <chrono>
 #include <cstdint>
 #include <optional>
-#include <random>
 
 namespace mailgate::net {
 
@@ -36,7 +35,10 @@ private:
   BackoffOptions options_;
   double base_ms_;
   uint32_t attempts_ = 0;
-  std::mt19937_64 rng_;
+  // SplitMix64: 8 bytes of state. Jitter needs no better randomness, and mailboxes each keep a
+  // backoff, so std::mt19937_64's 2.5 KB per object would dominate their memory.
+  uint64_t rng_state_ = 0;
+  uint64_t nextRandom();
 };
 
 } // namespace mailgate::net

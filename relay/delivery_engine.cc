@@ -608,7 +608,19 @@ struct DeliveryEngine::State final : UpstreamConnection::Observer,
       log->debug("conn=u{} relay={} closed", id, pool->label);
     }
     pump(*pool);
+    reclaimIfIdle(*pool);
     checkDrain();
+  }
+
+  // A mailbox's pool with no connection, no waiting message and no backoff in progress is
+  // dropped: thousands of mailboxes that each sent a little keep nothing but their ledgers. The
+  // next message makes a new pool (mailboxPool).
+  void reclaimIfIdle(Pool& pool) {
+    if (pool.mailbox.empty() || !pool.slots.empty() || !pool.ready.empty() || pool.backing_off) {
+      return;
+    }
+    pool_by_mailbox.erase(pool.mailbox);
+    std::erase_if(pools, [&pool](const auto& p) { return p.get() == &pool; });
   }
 
   // A Microsoft 365 connection failed before it was ready. A login refused for a reason in the
