@@ -5,6 +5,7 @@
 
 #include <cstdio>
 #include <cstring>
+#include <malloc.h>
 #include <string>
 #include <string_view>
 
@@ -56,6 +57,10 @@ int runDaemon(const std::string& path) {
     log->error("cannot start: {}", daemon.error().describe());
     return kExitFailure;
   }
+  // Parsing a large configuration (the YAML tree of thousands of mailboxes) leaves freed memory
+  // that glibc keeps; give it back before serving, so RSS reflects what is in use (measured in
+  // docs/benchmarks.md: 122 MiB -> 38 MiB for 10,000 mailboxes).
+  malloc_trim(0);
   return (*daemon)->run();
 }
 

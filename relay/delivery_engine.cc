@@ -16,6 +16,7 @@
 #include <set>
 #include <tuple>
 #include <unistd.h>
+#include <unordered_map>
 #include <unordered_set>
 #include <utility>
 #include <vector>
@@ -28,6 +29,10 @@ using std::chrono::milliseconds;
 // The scheduler's timer never sleeps longer than this, so a wall clock that was stepped (NTP,
 // suspend) delays a due message by at most this much.
 constexpr milliseconds kMaxTimerSleep{std::chrono::seconds(60)};
+
+// A mailbox's pool opens one more connection per this many messages waiting or in flight (up to
+// its max_connections); relays open one per waiting message.
+constexpr size_t kMessagesPerMailboxConnection = 4;
 
 // When a message could not be handed to its connection because the connection went away while the
 // message was being read from the store.
@@ -157,6 +162,9 @@ struct DeliveryEngine::State final : UpstreamConnection::Observer,
   std::shared_ptr<spdlog::logger> log;
 
   std::vector<std::unique_ptr<Pool>> pools;
+  // Every open connection's pool and slot: connection events find theirs without a scan over
+  // thousands of mailbox pools.
+  std::unordered_map<const UpstreamConnection*, std::pair<Pool*, Slot*>> slot_by_conn;
   std::map<std::string, Pool*, std::less<>> pool_by_relay;
   std::map<std::string, Pool*, std::less<>> pool_by_mailbox; // created at a mailbox's first use
   std::string ehlo_name;
@@ -494,6 +502,18 @@ struct DeliveryEngine::State final : UpstreamConnection::Observer,
           return !s->conn->established() && !s->quitting;
         }));
     size_t want = pool.ready.size() > opening ? pool.ready.size() - opening : 0;
+    if (!pool.mailbox.empty()) {
+      // A mailbox opens another connection only for a backlog of kMessagesPerMailboxConnection
+      // per connection: Microsoft 365 counts the rep's own clients against the same few
+      // connections, and one connection keeps up with the per-minute limit.
+      const auto busy = static_cast<size_t>(
+          std::count_if(pool.slots.begin(), pool.slots.end(), [](const auto& s) {
+            return s->conn->established() && !s->quitting && s->attempt;
+          }));
+      const size_t desired = (pool.ready.size() + busy + kMessagesPerMailboxConnection - 1) /
+                             kMessagesPerMailboxConnection;
+      want = desired > busy + opening ? desired - busy - opening : 0;
+    }
     if (pool.backoff->attempts() > 0) {
       // Recovering from failures: probe with one connection before opening the others.
       want = opening == 0 ? 1 : 0;
@@ -512,6 +532,7 @@ struct DeliveryEngine::State final : UpstreamConnection::Observer,
     slot->conn = std::make_unique<UpstreamConnection>(loop, std::move(settings), *this);
     slot->idle_timer = net::Timer::create(loop);
     UpstreamConnection& conn = *slot->conn;
+    slot_by_conn.emplace(&conn, std::make_pair(&pool, slot.get()));
     pool.slots.push_back(std::move(slot));
     ++stats.connections_opened;
     log->debug("conn=u{} relay={} connecting ({} message(s) ready, {} connection(s))", conn.id(),
@@ -544,14 +565,8 @@ struct DeliveryEngine::State final : UpstreamConnection::Observer,
   }
 
   std::pair<Pool*, Slot*> find(const UpstreamConnection& conn) {
-    for (auto& pool : pools) {
-      for (auto& slot : pool->slots) {
-        if (slot->conn.get() == &conn) {
-          return {pool.get(), slot.get()};
-        }
-      }
-    }
-    return {nullptr, nullptr};
+    auto it = slot_by_conn.find(&conn);
+    return it == slot_by_conn.end() ? std::pair<Pool*, Slot*>{nullptr, nullptr} : it->second;
   }
 
   void onUpstreamReady(UpstreamConnection& conn) override {
@@ -593,6 +608,7 @@ struct DeliveryEngine::State final : UpstreamConnection::Observer,
       slot->attempt.reset();
     }
     // Destroys the UpstreamConnection from inside its callback, which its contract allows.
+    slot_by_conn.erase(&conn);
     std::erase_if(pool->slots, [slot](const auto& s) { return s.get() == slot; });
     if (!established && !asked) {
       ++stats.connect_failures;
@@ -1277,6 +1293,7 @@ struct DeliveryEngine::State final : UpstreamConnection::Observer,
     for (auto& pool : pools) {
       pool->backoff_timer.reset();
       pool->slots.clear();
+      slot_by_conn.clear();
     }
   }
 };
