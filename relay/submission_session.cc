@@ -291,10 +291,11 @@ void SubmissionSession::handle(smtp::ServerSession::Authenticate& request) {
 }
 
 bool SubmissionSession::applyPolicy(smtp::ServerSession::Message& request, NewMessage& msg) {
+  // Answered at once; pump(), which called handle(), writes the reply and goes on with the
+  // session's next request.
   auto refuse = [this](int code, std::string_view enhanced, const std::string& text) {
     ctx_->log->warn("[c{}] message refused: {} {} {}", id_, code, enhanced, text);
     session_.messageResult(code, enhanced, text);
-    pump();
     return false;
   };
   // Resolved again: the configuration may have changed since MAIL FROM, and the result is
