@@ -282,6 +282,9 @@ void Router::setState(MailboxRoute& mb, RouteState state, int64_t until_ms, std:
   mb.hint = std::move(hint);
   JsonObject data;
   data.str("route", kMicrosoft365Route).str("state", toString(state)).str("reason", mb.reason);
+  if (state == RouteState::kExhausted) {
+    data.str("source", "upstream"); // Microsoft 365 said so (the ledger's own: "ledger")
+  }
   if (!mb.hint.empty()) {
     data.str("hint", mb.hint);
   }
