@@ -4,7 +4,7 @@
 
 #include <algorithm>
 
-namespace mailgate::gateway {
+namespace mailgate::api {
 
 namespace {
 
@@ -93,4 +93,4 @@ bool inScope(const config::ApiToken& token, std::string_view tenant) {
          std::find(token.tenants.begin(), token.tenants.end(), tenant) != token.tenants.end();
 }
 
-} // namespace mailgate::gateway
+} // namespace mailgate::api

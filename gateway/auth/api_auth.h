@@ -15,7 +15,7 @@
 
 #include <string_view>
 
-namespace mailgate::gateway {
+namespace mailgate::api {
 
 enum class Permission { kRead, kOperate, kSubmit, kConnect, kAdminister };
 
@@ -36,4 +36,4 @@ authenticate(const std::vector<config::ApiToken>& tokens, std::string_view autho
 // of a tenant outside the scope, so a token cannot learn what exists elsewhere.
 [[nodiscard]] bool inScope(const config::ApiToken& token, std::string_view tenant);
 
-} // namespace mailgate::gateway
+} // namespace mailgate::api

@@ -2,7 +2,7 @@
 
 #include <gtest/gtest.h>
 
-namespace mailgate::gateway {
+namespace mailgate::api {
 namespace {
 
 using config::ApiToken;
@@ -88,4 +88,4 @@ TEST_F(ApiAuth, TenantScope) {
 }
 
 } // namespace
-} // namespace mailgate::gateway
+} // namespace mailgate::api

@@ -1,0 +1,239 @@
+#include "gateway/api/http1_server.h"
+
+#include <algorithm>
+#include <cctype>
+#include <fmt/format.h>
+#include <limits>
+#include <string_view>
+
+namespace mailgate::api {
+
+namespace {
+
+Http1Server* self(http_parser* p) {
+  return static_cast<Http1Server*>(p->data);
+}
+
+std::string lower(std::string_view s) {
+  std::string out(s);
+  std::transform(out.begin(), out.end(), out.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return out;
+}
+
+// Fields the writer owns: a handler must not be able to change framing or connection handling.
+bool ownedByWriter(std::string_view lower_name) {
+  return lower_name == "content-length" || lower_name == "transfer-encoding" ||
+         lower_name == "connection" || lower_name == "keep-alive" || lower_name == "upgrade";
+}
+
+bool bodyForbidden(int status) {
+  return (status >= 100 && status < 200) || status == 204 || status == 304;
+}
+
+} // namespace
+
+Http1Server::Http1Server(const HttpServerOptions& options, HttpHandler handler)
+    : options_(options), handler_(std::move(handler)) {
+  http_parser_init(&parser_, HTTP_REQUEST);
+  parser_.data = this;
+  http_parser_settings_init(&settings_);
+  settings_.on_message_begin = &Http1Server::onMessageBegin;
+  settings_.on_url = &Http1Server::onUrl;
+  settings_.on_header_field = &Http1Server::onHeaderField;
+  settings_.on_header_value = &Http1Server::onHeaderValue;
+  settings_.on_headers_complete = &Http1Server::onHeadersComplete;
+  settings_.on_body = &Http1Server::onBody;
+  settings_.on_message_complete = &Http1Server::onMessageComplete;
+}
+
+void Http1Server::receive(std::span<const char> bytes) {
+  std::size_t offset = 0;
+  // http_parser_execute with zero bytes means end of input: never call it with nothing.
+  while (!closing_ && offset < bytes.size()) {
+    const std::size_t n =
+        http_parser_execute(&parser_, &settings_, bytes.data() + offset, bytes.size() - offset);
+    offset += n;
+    const auto err = static_cast<http_errno>(parser_.http_errno);
+    if (err == HPE_PAUSED) {
+      // onMessageComplete pauses so that each request is answered before the next is parsed.
+      answer();
+      http_parser_pause(&parser_, 0);
+      continue;
+    }
+    if (err != HPE_OK) {
+      if (!rejected_) {
+        if (err == HPE_HEADER_OVERFLOW) {
+          reject(jsonError(431, "http.headers_too_large", "the request header section is too large",
+                           fmt::format("keep the request line and headers under {} bytes",
+                                       options_.max_header_bytes)));
+        } else {
+          reject(
+              jsonError(400, "http.malformed",
+                        fmt::format("malformed HTTP/1.1 request: {}", http_errno_description(err)),
+                        "send a well-formed HTTP/1.1 request"));
+        }
+      }
+      closing_ = true;
+      return;
+    }
+    if (parser_.upgrade != 0) {
+      // Upgrade or CONNECT: answered as a plain request (Upgrade is ignored), then closed because
+      // http-parser stops at the upgrade point.
+      closing_ = true;
+      return;
+    }
+    if (n == 0) {
+      break; // defensive: no progress without an error
+    }
+  }
+}
+
+void Http1Server::drainOutput(std::string& out) {
+  out += output_;
+  output_.clear();
+}
+
+void Http1Server::shutdown() {
+  shutdown_ = true;
+  if (!in_message_) {
+    closing_ = true;
+  }
+}
+
+bool Http1Server::countHeaderBytes(std::size_t len) {
+  header_bytes_ += len;
+  if (header_bytes_ <= options_.max_header_bytes) {
+    return true;
+  }
+  reject(jsonError(
+      431, "http.headers_too_large", "the request header section is too large",
+      fmt::format("keep the request line and headers under {} bytes", options_.max_header_bytes)));
+  return false;
+}
+
+void Http1Server::reject(const HttpResponse& response) {
+  rejected_ = true;
+  request_ = HttpRequest{};
+  writeResponse(response, false, true);
+  closing_ = true;
+}
+
+int Http1Server::onMessageBegin(http_parser* p) {
+  auto* s = self(p);
+  s->request_ = HttpRequest{};
+  s->target_.clear();
+  s->header_bytes_ = 0;
+  s->last_was_value_ = false;
+  s->in_message_ = true;
+  return 0;
+}
+
+int Http1Server::onUrl(http_parser* p, const char* at, std::size_t len) {
+  auto* s = self(p);
+  if (!s->countHeaderBytes(len)) {
+    return -1;
+  }
+  s->target_.append(at, len);
+  return 0;
+}
+
+int Http1Server::onHeaderField(http_parser* p, const char* at, std::size_t len) {
+  auto* s = self(p);
+  // Each field costs its bytes plus ": " and CRLF, as on the wire.
+  if (!s->countHeaderBytes(len + (s->last_was_value_ || s->request_.headers.empty() ? 4 : 0))) {
+    return -1;
+  }
+  if (s->last_was_value_ || s->request_.headers.empty()) {
+    s->request_.headers.emplace_back();
+  }
+  s->request_.headers.back().first += lower(std::string_view(at, len));
+  s->last_was_value_ = false;
+  return 0;
+}
+
+int Http1Server::onHeaderValue(http_parser* p, const char* at, std::size_t len) {
+  auto* s = self(p);
+  if (!s->countHeaderBytes(len)) {
+    return -1;
+  }
+  s->request_.headers.back().second.append(at, len);
+  s->last_was_value_ = true;
+  return 0;
+}
+
+int Http1Server::onHeadersComplete(http_parser* p) {
+  auto* s = self(p);
+  if (!splitTarget(s->target_, s->request_.path, s->request_.query)) {
+    s->reject(jsonError(400, "http.bad_target", "the request target is not a path",
+                        "send an origin-form target such as /v1/queue"));
+    return -1;
+  }
+  // content_length holds the declared length here; ULLONG_MAX means none was declared.
+  if ((p->flags & F_CONTENTLENGTH) != 0 &&
+      p->content_length != std::numeric_limits<uint64_t>::max() &&
+      p->content_length > s->options_.max_body_bytes) {
+    s->reject(jsonError(413, "http.body_too_large", "the request body is too large",
+                        fmt::format("send at most {} bytes of body", s->options_.max_body_bytes)));
+    return -1;
+  }
+  s->request_.method = http_method_str(static_cast<http_method>(p->method));
+  return 0;
+}
+
+int Http1Server::onBody(http_parser* p, const char* at, std::size_t len) {
+  auto* s = self(p);
+  if (s->request_.body.size() + len > s->options_.max_body_bytes) {
+    s->reject(jsonError(413, "http.body_too_large", "the request body is too large",
+                        fmt::format("send at most {} bytes of body", s->options_.max_body_bytes)));
+    return -1;
+  }
+  s->request_.body.append(at, len);
+  return 0;
+}
+
+int Http1Server::onMessageComplete(http_parser* p) {
+  auto* s = self(p);
+  s->keep_alive_ = http_should_keep_alive(p) != 0 && p->upgrade == 0;
+  http_parser_pause(p, 1);
+  return 0;
+}
+
+void Http1Server::answer() {
+  const HttpResponse response = invokeHandler(handler_, request_);
+  in_message_ = false;
+  const bool close = !keep_alive_ || shutdown_;
+  writeResponse(response, request_.method == "HEAD", close);
+  request_ = HttpRequest{};
+  if (close) {
+    closing_ = true;
+  }
+}
+
+void Http1Server::writeResponse(const HttpResponse& response, bool head, bool close) {
+  const int status = response.status >= 100 && response.status <= 999 ? response.status : 500;
+  output_ += fmt::format("HTTP/1.1 {} {}\r\n", status, reasonPhrase(status));
+  for (const auto& [name, value] : response.headers) {
+    if (name.empty() || !isSafeHeaderText(name) || !isSafeHeaderText(value) ||
+        name.find_first_of(": \t") != std::string::npos || ownedByWriter(lower(name))) {
+      continue;
+    }
+    output_ += name;
+    output_ += ": ";
+    output_ += value;
+    output_ += "\r\n";
+  }
+  const bool no_body = bodyForbidden(status);
+  if (!no_body) {
+    output_ += fmt::format("content-length: {}\r\n", response.body.size());
+  }
+  if (close) {
+    output_ += "connection: close\r\n";
+  }
+  output_ += "\r\n";
+  if (!head && !no_body) {
+    output_ += response.body;
+  }
+}
+
+} // namespace mailgate::api

@@ -1,0 +1,66 @@
+#include "gateway/api/http_types.h"
+#include "gateway/api/protocol_server.h"
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+namespace mailgate::api {
+namespace {
+
+TEST(HttpTypes, JsonErrorHasTheProjectShape) {
+  const HttpResponse r = jsonError(413, "http.body_too_large", "too big", "send less");
+  EXPECT_EQ(r.status, 413);
+  ASSERT_EQ(r.headers.size(), 1u);
+  EXPECT_EQ(r.headers[0].first, "content-type");
+  EXPECT_EQ(r.headers[0].second, "application/json");
+  const auto j = nlohmann::json::parse(r.body);
+  EXPECT_EQ(j["error"]["code"], "http.body_too_large");
+  EXPECT_EQ(j["error"]["message"], "too big");
+  EXPECT_EQ(j["error"]["hint"], "send less");
+}
+
+TEST(HttpTypes, JsonErrorReplacesInvalidUtf8InsteadOfThrowing) {
+  const HttpResponse r = jsonError(400, "x", "bad \xff byte");
+  EXPECT_TRUE(nlohmann::json::accept(r.body));
+}
+
+TEST(HttpTypes, SplitTarget) {
+  std::string path;
+  std::string query;
+  ASSERT_TRUE(splitTarget("/v1/queue?state=deferred&page=2", path, query));
+  EXPECT_EQ(path, "/v1/queue");
+  EXPECT_EQ(query, "state=deferred&page=2");
+  ASSERT_TRUE(splitTarget("/a#frag", path, query));
+  EXPECT_EQ(path, "/a");
+  EXPECT_EQ(query, "");
+  ASSERT_TRUE(splitTarget("http://example.test:8080/x?y", path, query));
+  EXPECT_EQ(path, "/x");
+  EXPECT_EQ(query, "y");
+  ASSERT_TRUE(splitTarget("http://example.test", path, query));
+  EXPECT_EQ(path, "/");
+  EXPECT_FALSE(splitTarget("relative", path, query));
+  EXPECT_FALSE(splitTarget("", path, query));
+}
+
+TEST(HttpTypes, HeaderLookupAndSafety) {
+  HttpRequest r;
+  r.headers = {{"a", "1"}, {"b", "2"}, {"a", "3"}};
+  ASSERT_NE(r.header("a"), nullptr);
+  EXPECT_EQ(*r.header("a"), "1");
+  EXPECT_EQ(r.header("c"), nullptr);
+  EXPECT_TRUE(isSafeHeaderText("text/plain; q=1"));
+  EXPECT_FALSE(isSafeHeaderText("a\r\nb"));
+  EXPECT_FALSE(isSafeHeaderText(std::string("a\0b", 3)));
+}
+
+TEST(HttpTypes, HandlerExceptionBecomes500) {
+  const HttpHandler throwing = [](const HttpRequest&) -> HttpResponse {
+    throw std::runtime_error("boom");
+  };
+  const HttpResponse r = invokeHandler(throwing, HttpRequest{});
+  EXPECT_EQ(r.status, 500);
+  EXPECT_EQ(nlohmann::json::parse(r.body)["error"]["code"], "api.internal");
+}
+
+} // namespace
+} // namespace mailgate::api
