@@ -45,8 +45,10 @@ public:
   };
 
   H2Client() {
-    nghttp2_session_callbacks* cb = nullptr;
-    nghttp2_session_callbacks_new(&cb);
+    nghttp2_session_callbacks* raw_callbacks = nullptr;
+    EXPECT_EQ(nghttp2_session_callbacks_new(&raw_callbacks), 0);
+    const std::unique_ptr<nghttp2_session_callbacks, CallbacksDeleter> callbacks(raw_callbacks);
+    nghttp2_session_callbacks* cb = callbacks.get();
     nghttp2_session_callbacks_set_on_header_callback(
         cb, [](nghttp2_session*, const nghttp2_frame* f, const uint8_t* n, size_t nl,
                const uint8_t* v, size_t vl, uint8_t, void* u) {
@@ -81,8 +83,7 @@ public:
       return 0;
     });
     nghttp2_session* s = nullptr;
-    nghttp2_session_client_new(&s, cb, this);
-    nghttp2_session_callbacks_del(cb);
+    EXPECT_EQ(nghttp2_session_client_new(&s, cb, this), 0);
     session_.reset(s);
     nghttp2_submit_settings(s, NGHTTP2_FLAG_NONE, nullptr, 0);
   }
@@ -166,6 +167,9 @@ private:
   };
   struct Deleter {
     void operator()(nghttp2_session* s) const { nghttp2_session_del(s); }
+  };
+  struct CallbacksDeleter {
+    void operator()(nghttp2_session_callbacks* c) const { nghttp2_session_callbacks_del(c); }
   };
   std::unique_ptr<nghttp2_session, Deleter> session_;
   std::vector<std::unique_ptr<Upload>> uploads_;

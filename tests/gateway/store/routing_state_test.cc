@@ -26,13 +26,12 @@ using relay::QueuedMessage;
 using relay::RouteStateRecord;
 using relay::RoutingSnapshot;
 using testing::await;
+using testing::kDay;
+using testing::kMinute;
+using testing::kT0;
 using testing::PostQueue;
 using testing::RawDb;
 using testing::TempDir;
-
-constexpr int64_t kT0 = 1'790'000'000'000; // 2026-09-21T14:13:20Z
-constexpr int64_t kMinute = 60'000;
-constexpr int64_t kDay = 86'400'000;
 constexpr std::string_view kM365Key = "m365:rep1@acme.example";
 constexpr std::string_view kRelayKey = "relay:acme-relay";
 
@@ -54,43 +53,14 @@ AttemptStart start(std::string route, std::vector<LedgerCharge> charges = {}) {
   return AttemptStart{std::move(route), std::move(charges)};
 }
 
-class RoutingStateTest : public ::testing::Test {
+class RoutingStateTest : public testing::StoreFixture {
 protected:
-  std::unique_ptr<SqliteQueueStore> open() {
-    SqliteStoreOptions o;
-    o.data_dir = dir_.path();
-    o.post = q_.fn();
-    auto s = openSqliteQueueStore(std::move(o));
-    EXPECT_TRUE(s.has_value()) << (s ? "" : s.error().describe());
-    return s ? std::move(*s) : nullptr;
-  }
-
-  std::string enqueueOk(SqliteQueueStore& s, NewMessage m) {
-    auto id = await<std::string>(q_, [&](auto done) { s.enqueue(std::move(m), done); });
-    EXPECT_TRUE(id.has_value()) << (id ? "" : id.error().describe());
-    return id.value_or("");
-  }
-  Result<std::string> markSending(SqliteQueueStore& s, const std::string& id, int64_t now,
-                                  AttemptStart st) {
-    return await<std::string>(q_, [&](auto done) { s.markSending(id, now, std::move(st), done); });
-  }
-  Result<QueuedMessage> record(SqliteQueueStore& s, AttemptOutcome o) {
-    return await<QueuedMessage>(q_, [&](auto done) { s.recordAttempt(std::move(o), done); });
-  }
-  Result<QueuedMessage> get(SqliteQueueStore& s, const std::string& id) {
-    return await<QueuedMessage>(q_, [&](auto done) { s.get(id, done); });
-  }
   Result<void> saveState(SqliteQueueStore& s, RouteStateRecord st, std::optional<EventRecord> ev) {
     return await<void>(q_,
                        [&](auto done) { s.saveRouteState(std::move(st), std::move(ev), done); });
   }
   Result<void> recordEvent(SqliteQueueStore& s, EventRecord ev) {
     return await<void>(q_, [&](auto done) { s.recordEvent(std::move(ev), done); });
-  }
-  std::vector<StoredEvent> allEvents(SqliteQueueStore& s) {
-    auto all = await<std::vector<StoredEvent>>(q_, [&](auto done) { s.listEvents(0, 1000, done); });
-    EXPECT_TRUE(all.has_value());
-    return all.value_or(std::vector<StoredEvent>{});
   }
   std::vector<std::string> typesOf(SqliteQueueStore& s, const std::string& queue_id) {
     std::vector<std::string> out;
@@ -114,10 +84,6 @@ protected:
   static std::string row(std::string_view key, int64_t bucket, int64_t count) {
     return fmt::format("{}@{}={}", key, bucket, count);
   }
-  std::string dbFile() const { return dir_.path() + "/mailgate.db"; }
-
-  TempDir dir_;
-  PostQueue q_;
 };
 
 TEST_F(RoutingStateTest, MarkSendingSetsTheRouteAndChargesLedgers) {

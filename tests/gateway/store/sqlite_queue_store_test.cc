@@ -24,13 +24,12 @@ using relay::QueuedMessage;
 using relay::RecipientOutcome;
 using relay::RecipientStatus;
 using testing::await;
+using testing::kDay;
+using testing::kMinute;
+using testing::kT0;
 using testing::PostQueue;
 using testing::RawDb;
 using testing::TempDir;
-
-constexpr int64_t kT0 = 1'790'000'000'000; // 2026-09-21T14:13:20Z
-constexpr int64_t kMinute = 60'000;
-constexpr int64_t kDay = 86'400'000;
 
 std::string bodyOf(size_t size, char fill = 'x') {
   std::string body = "Subject: test\r\n\r\n";
@@ -57,33 +56,8 @@ NewMessage message(std::vector<std::string> rcpts = {"bob@example.net"}, size_t 
   return m;
 }
 
-class SqliteQueueStoreTest : public ::testing::Test {
+class SqliteQueueStoreTest : public testing::StoreFixture {
 protected:
-  std::unique_ptr<SqliteQueueStore> open(SqliteStoreOptions o = {}) {
-    o.data_dir = dir_.path();
-    o.post = q_.fn();
-    auto s = openSqliteQueueStore(std::move(o));
-    EXPECT_TRUE(s.has_value()) << (s ? "" : s.error().describe());
-    return s ? std::move(*s) : nullptr;
-  }
-
-  Result<std::string> enqueue(SqliteQueueStore& s, NewMessage m) {
-    return await<std::string>(q_, [&](auto done) { s.enqueue(std::move(m), done); });
-  }
-  std::string enqueueOk(SqliteQueueStore& s, NewMessage m) {
-    auto id = enqueue(s, std::move(m));
-    EXPECT_TRUE(id.has_value()) << (id ? "" : id.error().describe());
-    return id.value_or("");
-  }
-  Result<std::string> markSending(SqliteQueueStore& s, const std::string& id, int64_t now) {
-    return await<std::string>(q_, [&](auto done) { s.markSending(id, now, done); });
-  }
-  Result<QueuedMessage> record(SqliteQueueStore& s, AttemptOutcome o) {
-    return await<QueuedMessage>(q_, [&](auto done) { s.recordAttempt(std::move(o), done); });
-  }
-  Result<QueuedMessage> get(SqliteQueueStore& s, const std::string& id) {
-    return await<QueuedMessage>(q_, [&](auto done) { s.get(id, done); });
-  }
   Result<std::string> body(SqliteQueueStore& s, const std::string& id) {
     return await<std::string>(q_, [&](auto done) { s.loadBody(id, done); });
   }
@@ -91,11 +65,8 @@ protected:
     return await<QueueCounts>(q_, [&](auto done) { s.counts(done); });
   }
   std::vector<StoredEvent> events(SqliteQueueStore& s, const std::string& queue_id) {
-    auto all =
-        await<std::vector<StoredEvent>>(q_, [&](auto done) { s.listEvents(0, 100000, done); });
-    EXPECT_TRUE(all.has_value());
     std::vector<StoredEvent> out;
-    for (auto& e : all.value_or(std::vector<StoredEvent>{})) {
+    for (auto& e : allEvents(s)) {
       if (e.queue_id == queue_id) {
         out.push_back(std::move(e));
       }
@@ -109,10 +80,6 @@ protected:
     }
     return out;
   }
-  std::string dbFile() const { return dir_.path() + "/mailgate.db"; }
-
-  TempDir dir_;
-  PostQueue q_;
 };
 
 TEST_F(SqliteQueueStoreTest, EnqueuedMessageSurvivesReopening) {

@@ -177,4 +177,54 @@ private:
   std::unique_ptr<sqlite3, decltype(&sqlite3_close)> db_{nullptr, &sqlite3_close};
 };
 
+constexpr int64_t kT0 = 1'790'000'000'000; // 2026-09-21T14:13:20Z
+constexpr int64_t kMinute = 60'000;
+constexpr int64_t kDay = 86'400'000;
+
+// A store in a temporary data_dir whose completions run on the test thread, and the calls the
+// store tests make, each awaited.
+class StoreFixture : public ::testing::Test {
+protected:
+  std::unique_ptr<SqliteQueueStore> open(SqliteStoreOptions o = {}) {
+    o.data_dir = dir_.path();
+    o.post = q_.fn();
+    auto s = openSqliteQueueStore(std::move(o));
+    EXPECT_TRUE(s.has_value()) << (s ? "" : s.error().describe());
+    return s ? std::move(*s) : nullptr;
+  }
+
+  Result<std::string> enqueue(SqliteQueueStore& s, relay::NewMessage m) {
+    return await<std::string>(q_, [&](auto done) { s.enqueue(std::move(m), done); });
+  }
+  std::string enqueueOk(SqliteQueueStore& s, relay::NewMessage m) {
+    auto id = enqueue(s, std::move(m));
+    EXPECT_TRUE(id.has_value()) << (id ? "" : id.error().describe());
+    return id.value_or("");
+  }
+  Result<std::string> markSending(SqliteQueueStore& s, const std::string& id, int64_t now) {
+    return await<std::string>(q_, [&](auto done) { s.markSending(id, now, done); });
+  }
+  Result<std::string> markSending(SqliteQueueStore& s, const std::string& id, int64_t now,
+                                  relay::AttemptStart start) {
+    return await<std::string>(q_,
+                              [&](auto done) { s.markSending(id, now, std::move(start), done); });
+  }
+  Result<relay::QueuedMessage> record(SqliteQueueStore& s, relay::AttemptOutcome o) {
+    return await<relay::QueuedMessage>(q_, [&](auto done) { s.recordAttempt(std::move(o), done); });
+  }
+  Result<relay::QueuedMessage> get(SqliteQueueStore& s, const std::string& id) {
+    return await<relay::QueuedMessage>(q_, [&](auto done) { s.get(id, done); });
+  }
+  std::vector<StoredEvent> allEvents(SqliteQueueStore& s) {
+    auto all =
+        await<std::vector<StoredEvent>>(q_, [&](auto done) { s.listEvents(0, 100000, done); });
+    EXPECT_TRUE(all.has_value());
+    return all.value_or(std::vector<StoredEvent>{});
+  }
+  std::string dbFile() const { return dir_.path() + "/mailgate.db"; }
+
+  TempDir dir_;
+  PostQueue q_;
+};
+
 } // namespace mailgate::store::testing
