@@ -602,6 +602,7 @@ struct DeliveryEngine::State final : UpstreamConnection::Observer,
     const bool established = conn.established();
     const bool asked = slot->quitting;
     const uint64_t id = conn.id();
+    const std::optional<smtp::Reply> closing_reply = conn.closingReply();
     if (slot->attempt) {
       // Waiting for the store when the connection went: the attempt notices and requeues.
       slot->attempt->slot = nullptr;
@@ -615,7 +616,7 @@ struct DeliveryEngine::State final : UpstreamConnection::Observer,
       const Error e = error ? *error
                             : Error("smtp.closed", "the server ended the session before it was "
                                                    "ready");
-      if (pool->mailbox.empty() || !onLoginFailure(*pool, id, e)) {
+      if (pool->mailbox.empty() || !onLoginFailure(*pool, id, e, closing_reply)) {
         onPoolFailure(*pool, id, e);
       }
     } else if (error) {
@@ -643,12 +644,11 @@ struct DeliveryEngine::State final : UpstreamConnection::Observer,
   // reply table disconnects the route (mail held or failed over, the login probed on the
   // router's schedule); a failed probe schedules the next one. Returns false when the ordinary
   // pool backoff applies (network trouble on an active route).
-  bool onLoginFailure(Pool& pool, uint64_t conn_id, const Error& error) {
+  bool onLoginFailure(Pool& pool, uint64_t conn_id, const Error& error,
+                      const std::optional<smtp::Reply>& reply) {
     const route::ReplyRule* rule = route::classifyError(error.code);
-    if (rule == nullptr) {
-      if (auto [code, text] = replyInText(error.message); code != 0) {
-        rule = route::classifyReply(code, text);
-      }
+    if (rule == nullptr && reply) {
+      rule = route::classifyReply(reply->code, classifiedText(*reply));
     }
     if (rule == nullptr && error.code == "smtp.auth_failed") {
       // A refusal worded unlike Microsoft's: treat it as bad credentials.
@@ -672,20 +672,6 @@ struct DeliveryEngine::State final : UpstreamConnection::Observer,
     reroute(pool);
     armProbes();
     return true;
-  }
-
-  // The first "ddd " reply code (4xx or 5xx) in an error text such as "server rejected
-  // authentication: 535 5.7.3 ...", and the text after it.
-  static std::pair<int, std::string_view> replyInText(std::string_view text) {
-    for (size_t i = 0; i + 4 <= text.size(); ++i) {
-      const bool start = i == 0 || text[i - 1] == ' ';
-      if (start && (text[i] == '4' || text[i] == '5') && std::isdigit((unsigned char)text[i + 1]) &&
-          std::isdigit((unsigned char)text[i + 2]) && text[i + 3] == ' ') {
-        const int code = (text[i] - '0') * 100 + (text[i + 1] - '0') * 10 + (text[i + 2] - '0');
-        return {code, text.substr(i + 4)};
-      }
-    }
-    return {0, {}};
   }
 
   // A connection could not be set up: nobody's attempt is consumed; the whole pool waits.

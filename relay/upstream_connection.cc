@@ -232,6 +232,7 @@ bool UpstreamConnection::drive() {
                          error->message.find(closed.reply->describe()) == std::string::npos) {
                        error->message += " (" + closed.reply->describe() + ")";
                      }
+                     closing_reply_ = std::move(closed.reply);
                      pumpOutput(); // it may hold a QUIT
                      if (conn_ && conn_->isOpen()) {
                        // Reported once the socket is closed, so the connection still counts against

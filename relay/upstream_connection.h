@@ -112,6 +112,9 @@ public:
   // True while send() may be called.
   [[nodiscard]] bool ready() const { return session_ && session_->ready() && !closed_reported_; }
   [[nodiscard]] const UpstreamSettings& settings() const { return settings_; }
+  // The server reply that ended the session (a refused greeting, EHLO or AUTH, a 421), if one
+  // did; readable from onUpstreamClosed, so a caller can classify it.
+  [[nodiscard]] const std::optional<smtp::Reply>& closingReply() const { return closing_reply_; }
 
 private:
   // net::Connection::Handler
@@ -137,6 +140,7 @@ private:
   Observer& observer_;
   std::shared_ptr<spdlog::logger> log_;
   std::optional<smtp::ClientSession> session_;
+  std::optional<smtp::Reply> closing_reply_;
   net::PendingConnectPtr pending_;
   net::ConnectionPtr conn_;
   net::TimerPtr stall_timer_;

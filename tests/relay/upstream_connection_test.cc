@@ -27,12 +27,14 @@ struct Recorder : UpstreamConnection::Observer {
     ++closed;
     close_error = std::move(error);
     established = conn.established();
+    closing_reply = conn.closingReply();
   }
 
   int ready = 0;
   int closed = 0;
   bool established = false;
   std::optional<Error> close_error;
+  std::optional<smtp::Reply> closing_reply;
   std::vector<smtp::ClientSession::MessageResult> results;
   std::vector<bool> end_of_data;
   std::function<void(UpstreamConnection&)> on_ready;
@@ -114,6 +116,35 @@ TEST_F(UpstreamConnectionTest, RefusedConnectIsReportedAsClosedBeforeReady) {
     EXPECT_EQ(rec.close_error->code, "net.connect");
     EXPECT_FALSE(rec.established);
     EXPECT_EQ(rec.ready, 0);
+    EXPECT_FALSE(rec.closing_reply.has_value()); // no server ever answered
+  });
+}
+
+// A refused login ends the session; the reply that refused it is kept for the caller to classify
+// (the Microsoft 365 route reads 535 5.7.139 and friends from it).
+TEST_F(UpstreamConnectionTest, RefusedLoginKeepsTheClosingReply) {
+  uint16_t port = 0;
+  loop.call([&] {
+    FakeSmtpServer::Options o;
+    o.auth_mechanisms = "LOGIN PLAIN";
+    o.username = "rep1@acme.example";
+    o.password = "right";
+    server = std::make_unique<FakeSmtpServer>(loop.loop(), o);
+    port = server->port();
+    UpstreamSettings s = settingsFor(port);
+    s.client.auth = smtp::ClientAuth::kLogin;
+    s.client.username = "rep1@acme.example";
+    s.client.password = "wrong";
+    start(std::move(s));
+  });
+  ASSERT_TRUE(waitClosed());
+  loop.call([&] {
+    ASSERT_TRUE(rec.close_error.has_value());
+    EXPECT_EQ(rec.close_error->code, "smtp.auth_failed");
+    EXPECT_FALSE(rec.established);
+    ASSERT_TRUE(rec.closing_reply.has_value());
+    EXPECT_EQ(rec.closing_reply->code, 535);
+    EXPECT_EQ(rec.closing_reply->enhanced, "5.7.8");
   });
 }
 
