@@ -265,6 +265,23 @@ public:
 
   virtual void counts(std::function<void(Result<QueueCounts>)> done) = 0;
 
+  // --- operator actions (the control API: POST /v1/messages/{id}/retry, DELETE /v1/messages/{id})
+
+  // queued|deferred → queued and due at now_ms (next_attempt_ms = now_ms; attempts and the
+  // lifetime are unchanged), recording a message.retry event whose data names `actor` (the API
+  // token's name). Returns the updated message. Errors: store.not_found; store.state when the
+  // message is sending, sent or failed (nothing changed).
+  virtual void retryNow(std::string id, int64_t now_ms, std::string actor,
+                        std::function<void(Result<QueuedMessage>)> done) = 0;
+
+  // Ends a queued|deferred message at once: every pending recipient fails with the reply
+  // "cancelled by <actor>" (message.bounced), then the message becomes failed, or sent when some
+  // recipient had already been delivered, as expire() does; the final event's data carries
+  // "cancelled": true and "actor". Returns the updated message. Errors: store.not_found;
+  // store.state when it is sending, sent or failed (nothing changed).
+  virtual void cancel(std::string id, int64_t now_ms, std::string actor,
+                      std::function<void(Result<QueuedMessage>)> done) = 0;
+
   // Called once at start-up, before the loop runs; blocks. Messages left `sending` by a crash
   // return to `queued` (their outcome is unknown, so they will be sent again: at-least-once)
   // with an event saying so; messages past their lifetime are expired as by expire(). Returns

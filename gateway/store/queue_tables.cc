@@ -423,7 +423,8 @@ Result<void> QueueTables::persistDelivery(const QueuedMessage& m, const Delivery
 }
 
 Result<void> QueueTables::reportDelivery(const QueuedMessage& m, const DeliveryEffects& fx,
-                                         int64_t now_ms, bool by_expiry, std::string_view route) {
+                                         int64_t now_ms, bool by_expiry, std::string_view route,
+                                         std::string_view actor) {
   const auto bounce = [&](const std::vector<size_t>& which, std::string_view reason) {
     JsonWriter w;
     beginData(w, m, reason);
@@ -439,6 +440,10 @@ Result<void> QueueTables::reportDelivery(const QueuedMessage& m, const DeliveryE
   }
   if (!fx.expired.empty()) {
     MG_TRY(bounce(fx.expired, "message lifetime ended before delivery"));
+  }
+  const std::string cancelled_by = fmt::format("cancelled by {}", actor);
+  if (!fx.cancelled.empty()) {
+    MG_TRY(bounce(fx.cancelled, cancelled_by));
   }
 
   size_t sent = 0;
@@ -457,14 +462,25 @@ Result<void> QueueTables::reportDelivery(const QueuedMessage& m, const DeliveryE
     break;
   case MessageState::kSent:
     type = "message.sent";
-    reason = failed == 0 ? std::string("delivered to every recipient")
-                         : fmt::format("delivered to {} of {} recipients; the rest bounced", sent,
-                                       m.recipients.size());
+    if (failed == 0) {
+      reason = "delivered to every recipient";
+    } else if (!fx.cancelled.empty()) {
+      reason = fmt::format("delivered to {} of {} recipients; the rest were {}", sent,
+                           m.recipients.size(), cancelled_by);
+    } else {
+      reason = fmt::format("delivered to {} of {} recipients; the rest bounced", sent,
+                           m.recipients.size());
+    }
     break;
   default:
     type = "message.failed";
-    reason = by_expiry || !fx.expired.empty() ? "message lifetime ended before delivery"
-                                              : "every recipient was rejected permanently";
+    if (!fx.cancelled.empty()) {
+      reason = cancelled_by;
+    } else if (by_expiry || !fx.expired.empty()) {
+      reason = "message lifetime ended before delivery";
+    } else {
+      reason = "every recipient was rejected permanently";
+    }
     break;
   }
   JsonWriter w;
@@ -474,6 +490,10 @@ Result<void> QueueTables::reportDelivery(const QueuedMessage& m, const DeliveryE
   w.key("route").value(route);
   if (m.state == MessageState::kDeferred) {
     w.key("next_attempt").value(formatRfc3339(m.next_attempt_ms));
+  }
+  if (!fx.cancelled.empty()) {
+    w.key("cancelled").value(true);
+    w.key("actor").value(actor);
   }
   writeRecipients(w, m, fx.touched);
   w.endObject();
@@ -536,6 +556,50 @@ Result<QueuedMessage> QueueTables::expire(const std::string& id, int64_t now_ms)
     return m;
   }
   return expireLoaded(std::move(*m), now_ms);
+}
+
+namespace {
+Result<void> requireWaiting(const QueuedMessage& m, std::string_view action) {
+  if (m.state == MessageState::kQueued || m.state == MessageState::kDeferred) {
+    return {};
+  }
+  return fail("store.state",
+              fmt::format("message {} is {}; only a queued or deferred message can be {}", m.id,
+                          toString(m.state), action));
+}
+} // namespace
+
+Result<QueuedMessage> QueueTables::retryNow(const std::string& id, int64_t now_ms,
+                                            const std::string& actor) {
+  auto m = get(id);
+  if (!m) {
+    return m;
+  }
+  MG_TRY(requireWaiting(*m, "retried"));
+  m->state = MessageState::kQueued;
+  m->next_attempt_ms = now_ms;
+  MG_TRY(persistDelivery(*m, DeliveryEffects{}, now_ms));
+  JsonWriter w;
+  beginData(w, *m, fmt::format("retry requested by {}", actor));
+  w.key("actor").value(actor);
+  w.key("attempts").value(m->attempts);
+  w.key("route").value(m->route);
+  w.endObject();
+  MG_TRY(addEvent("message.retry", now_ms, *m, w.str()));
+  return m;
+}
+
+Result<QueuedMessage> QueueTables::cancel(const std::string& id, int64_t now_ms,
+                                          const std::string& actor) {
+  auto m = get(id);
+  if (!m) {
+    return m;
+  }
+  MG_TRY(requireWaiting(*m, "cancelled"));
+  const DeliveryEffects fx = relay::applyCancel(*m, now_ms, fmt::format("cancelled by {}", actor));
+  MG_TRY(persistDelivery(*m, fx, now_ms));
+  MG_TRY(reportDelivery(*m, fx, now_ms, false, m->route, actor));
+  return m;
 }
 
 Result<std::string> QueueTables::loadBody(const std::string& id) {

@@ -39,6 +39,10 @@ public:
                                          const relay::AttemptStart& start);
   [[nodiscard]] Result<relay::QueuedMessage> recordAttempt(const relay::AttemptOutcome& outcome);
   [[nodiscard]] Result<relay::QueuedMessage> expire(const std::string& id, int64_t now_ms);
+  [[nodiscard]] Result<relay::QueuedMessage> retryNow(const std::string& id, int64_t now_ms,
+                                                      const std::string& actor);
+  [[nodiscard]] Result<relay::QueuedMessage> cancel(const std::string& id, int64_t now_ms,
+                                                    const std::string& actor);
   [[nodiscard]] Result<std::string> loadBody(const std::string& id);
   [[nodiscard]] Result<relay::QueuedMessage> get(const std::string& id);
   [[nodiscard]] Result<relay::QueueCounts> counts();
@@ -79,8 +83,10 @@ private:
   Result<void> persistDelivery(const relay::QueuedMessage& m, const relay::DeliveryEffects& fx,
                                int64_t now_ms);
   // `route` is the route the event names: the attempt's, or the stored one.
+  // `actor`: who cancelled the message (cancel() only), else empty.
   Result<void> reportDelivery(const relay::QueuedMessage& m, const relay::DeliveryEffects& fx,
-                              int64_t now_ms, bool by_expiry, std::string_view route);
+                              int64_t now_ms, bool by_expiry, std::string_view route,
+                              std::string_view actor = {});
   Result<relay::QueuedMessage> expireLoaded(relay::QueuedMessage m, int64_t now_ms);
 
   SqliteDb db_;

@@ -302,6 +302,22 @@ void SqliteQueueStore::expire(std::string id, int64_t now_ms,
   });
 }
 
+void SqliteQueueStore::retryNow(std::string id, int64_t now_ms, std::string actor,
+                                std::function<void(Result<relay::QueuedMessage>)> done) {
+  submit<relay::QueuedMessage>(
+      std::move(done), [id = std::move(id), now_ms, actor = std::move(actor)](QueueTables& t) {
+        return t.retryNow(id, now_ms, actor);
+      });
+}
+
+void SqliteQueueStore::cancel(std::string id, int64_t now_ms, std::string actor,
+                              std::function<void(Result<relay::QueuedMessage>)> done) {
+  submit<relay::QueuedMessage>(
+      std::move(done), [id = std::move(id), now_ms, actor = std::move(actor)](QueueTables& t) {
+        return t.cancel(id, now_ms, actor);
+      });
+}
+
 void SqliteQueueStore::loadBody(std::string id, std::function<void(Result<std::string>)> done) {
   submit<std::string>(std::move(done),
                       [id = std::move(id)](QueueTables& t) { return t.loadBody(id); });

@@ -79,6 +79,10 @@ public:
                      std::function<void(Result<relay::QueuedMessage>)> done) override;
   void expire(std::string id, int64_t now_ms,
               std::function<void(Result<relay::QueuedMessage>)> done) override;
+  void retryNow(std::string id, int64_t now_ms, std::string actor,
+                std::function<void(Result<relay::QueuedMessage>)> done) override;
+  void cancel(std::string id, int64_t now_ms, std::string actor,
+              std::function<void(Result<relay::QueuedMessage>)> done) override;
   void loadBody(std::string id, std::function<void(Result<std::string>)> done) override;
   void get(std::string id, std::function<void(Result<relay::QueuedMessage>)> done) override;
   void counts(std::function<void(Result<relay::QueueCounts>)> done) override;

@@ -103,6 +103,23 @@ DeliveryEffects applyAttempt(QueuedMessage& msg, const AttemptOutcome& outcome) 
   return fx;
 }
 
+DeliveryEffects applyCancel(QueuedMessage& msg, int64_t now_ms, const std::string& reply) {
+  DeliveryEffects fx;
+  for (size_t i = 0; i < msg.recipients.size(); ++i) {
+    auto& r = msg.recipients[i];
+    if (r.status == RecipientStatus::kPending) {
+      r.status = RecipientStatus::kFailed;
+      r.last_reply = reply;
+      fx.cancelled.push_back(i);
+      fx.touched.push_back(i);
+    }
+  }
+  msg.last_reply = reply;
+  settleFinished(msg);
+  msg.next_attempt_ms = now_ms;
+  return fx;
+}
+
 DeliveryEffects applyExpiry(QueuedMessage& msg, int64_t now_ms) {
   DeliveryEffects fx;
   failExpired(msg, fx);

@@ -486,6 +486,14 @@ public:
               std::function<void(Result<QueuedMessage>)> done) override {
     inner_.expire(std::move(id), now_ms, hold(std::move(done)));
   }
+  void retryNow(std::string id, int64_t now_ms, std::string actor,
+                std::function<void(Result<QueuedMessage>)> done) override {
+    inner_.retryNow(std::move(id), now_ms, std::move(actor), hold(std::move(done)));
+  }
+  void cancel(std::string id, int64_t now_ms, std::string actor,
+              std::function<void(Result<QueuedMessage>)> done) override {
+    inner_.cancel(std::move(id), now_ms, std::move(actor), hold(std::move(done)));
+  }
   void loadBody(std::string id, std::function<void(Result<std::string>)> done) override {
     inner_.loadBody(std::move(id), hold(std::move(done)));
   }

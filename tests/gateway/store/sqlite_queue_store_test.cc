@@ -580,6 +580,122 @@ TEST_F(SqliteQueueStoreTest, ExpireFailsAnUndeliveredMessageWithABounce) {
             "message lifetime ended before delivery");
 }
 
+TEST_F(SqliteQueueStoreTest, RetryNowMakesADeferredMessageDueAndRecordsWhoAsked) {
+  auto store = open();
+  ASSERT_TRUE(store);
+  const std::string id = enqueueOk(*store, message());
+  ASSERT_TRUE(markSending(*store, id, kT0).has_value());
+  AttemptOutcome later;
+  later.id = id;
+  later.now_ms = kT0;
+  later.next_attempt_ms = kT0 + 30 * kMinute;
+  later.whole_message_temp_failure = true;
+  later.reply = "421 try later";
+  ASSERT_TRUE(record(*store, later).has_value());
+
+  auto r = await<QueuedMessage>(
+      q_, [&](auto done) { store->retryNow(id, kT0 + kMinute, "API token ops", done); });
+  ASSERT_TRUE(r.has_value()) << r.error().describe();
+  EXPECT_EQ(r->state, MessageState::kQueued);
+  EXPECT_EQ(r->next_attempt_ms, kT0 + kMinute);
+  EXPECT_EQ(r->attempts, 1);
+  EXPECT_EQ(r->expires_at_ms, kT0 + 5 * kDay);
+  EXPECT_EQ(r->recipients[0].status, RecipientStatus::kPending);
+
+  auto stored = get(*store, id);
+  ASSERT_TRUE(stored.has_value());
+  EXPECT_EQ(stored->state, MessageState::kQueued);
+  EXPECT_EQ(stored->next_attempt_ms, kT0 + kMinute);
+  // recover() after a restart sees it due at the new time.
+  auto recovered = store->recover(kT0 + kMinute);
+  ASSERT_TRUE(recovered.has_value());
+  ASSERT_EQ(recovered->size(), 1u);
+  EXPECT_EQ(recovered->front().next_attempt_ms, kT0 + kMinute);
+
+  const auto evs = events(*store, id);
+  ASSERT_FALSE(evs.empty());
+  EXPECT_EQ(evs.back().type, "message.retry");
+  RawDb raw(dbFile());
+  EXPECT_EQ(raw.scalar("SELECT json_extract(data, '$.actor') FROM events "
+                       "WHERE type = 'message.retry'"),
+            "API token ops");
+}
+
+TEST_F(SqliteQueueStoreTest, CancelFailsPendingRecipientsAndKeepsDeliveredOnes) {
+  auto store = open();
+  ASSERT_TRUE(store);
+  const std::string whole = enqueueOk(*store, message({"a@example.net", "b@example.net"}));
+  auto c = await<QueuedMessage>(
+      q_, [&](auto done) { store->cancel(whole, kT0 + 1, "API token ops", done); });
+  ASSERT_TRUE(c.has_value()) << c.error().describe();
+  EXPECT_EQ(c->state, MessageState::kFailed);
+  EXPECT_EQ(c->recipients[0].status, RecipientStatus::kFailed);
+  EXPECT_EQ(c->recipients[1].last_reply, "cancelled by API token ops");
+  EXPECT_EQ(c->last_reply, "cancelled by API token ops");
+  EXPECT_EQ(types(events(*store, whole)),
+            (std::vector<std::string>{"message.queued", "message.bounced", "message.failed"}));
+
+  // One recipient delivered before the cancel: the message ends sent, the other one failed.
+  const std::string half = enqueueOk(*store, message({"a@example.net", "b@example.net"}));
+  ASSERT_TRUE(markSending(*store, half, kT0).has_value());
+  AttemptOutcome partial;
+  partial.id = half;
+  partial.now_ms = kT0;
+  partial.next_attempt_ms = kT0 + kMinute;
+  partial.recipients = {{"a@example.net", DeliveryResult::kSent, "250 ok"},
+                        {"b@example.net", DeliveryResult::kTempFail, "451 later"}};
+  ASSERT_TRUE(record(*store, partial).has_value());
+  auto h = await<QueuedMessage>(
+      q_, [&](auto done) { store->cancel(half, kT0 + 2, "API token ops", done); });
+  ASSERT_TRUE(h.has_value()) << h.error().describe();
+  EXPECT_EQ(h->state, MessageState::kSent);
+  EXPECT_EQ(h->recipients[0].status, RecipientStatus::kSent);
+  EXPECT_EQ(h->recipients[1].status, RecipientStatus::kFailed);
+
+  RawDb raw(dbFile());
+  EXPECT_EQ(raw.scalar("SELECT json_extract(data, '$.reason') FROM events "
+                       "WHERE type = 'message.failed' AND queue_id = '" +
+                       whole + "'"),
+            "cancelled by API token ops");
+  EXPECT_EQ(raw.scalar("SELECT json_extract(data, '$.cancelled') FROM events "
+                       "WHERE type = 'message.sent' AND queue_id = '" +
+                       half + "'"),
+            "1");
+  EXPECT_EQ(raw.scalar("SELECT count(*) FROM recipients WHERE status = 'pending'"), "0");
+}
+
+TEST_F(SqliteQueueStoreTest, RetryAndCancelRefuseMessagesThatAreNotWaiting) {
+  auto store = open();
+  ASSERT_TRUE(store);
+  const std::string id = enqueueOk(*store, message());
+  ASSERT_TRUE(markSending(*store, id, kT0).has_value());
+  for (int pass = 0; pass < 2; ++pass) {
+    // Pass 0: sending. Pass 1: sent (final).
+    auto retry =
+        await<QueuedMessage>(q_, [&](auto done) { store->retryNow(id, kT0 + 1, "ops", done); });
+    ASSERT_FALSE(retry.has_value());
+    EXPECT_EQ(retry.error().code, "store.state");
+    auto cancel =
+        await<QueuedMessage>(q_, [&](auto done) { store->cancel(id, kT0 + 1, "ops", done); });
+    ASSERT_FALSE(cancel.has_value());
+    EXPECT_EQ(cancel.error().code, "store.state");
+    if (pass == 0) {
+      AttemptOutcome ok;
+      ok.id = id;
+      ok.now_ms = kT0 + 1;
+      ok.recipients = {{"bob@example.net", DeliveryResult::kSent, "250 ok"}};
+      ASSERT_TRUE(record(*store, ok).has_value());
+    }
+  }
+  auto stored = get(*store, id);
+  ASSERT_TRUE(stored.has_value());
+  EXPECT_EQ(stored->state, MessageState::kSent);
+  auto missing =
+      await<QueuedMessage>(q_, [&](auto done) { store->cancel("NOSUCHID", kT0, "ops", done); });
+  ASSERT_FALSE(missing.has_value());
+  EXPECT_EQ(missing.error().code, "store.not_found");
+}
+
 TEST_F(SqliteQueueStoreTest, RecoverExpiresMessagesWhoseLifetimeEndedWhileDown) {
   std::string old_id;
   std::string young_id;
