@@ -31,9 +31,18 @@ bool bodyForbidden(int status) {
   return (status >= 100 && status < 200) || status == 204 || status == 304;
 }
 
+int validStatus(int status) {
+  return status >= 100 && status <= 999 ? status : 500;
+}
+
+HttpResponse tooLarge(std::size_t limit) {
+  return jsonError(413, "http.body_too_large", "the request body is too large",
+                   fmt::format("send at most {} bytes of body", limit));
+}
+
 } // namespace
 
-Http1Server::Http1Server(const HttpServerOptions& options, HttpHandler handler)
+Http1Server::Http1Server(const HttpServerOptions& options, AsyncHttpHandler handler)
     : options_(options), handler_(std::move(handler)) {
   http_parser_init(&parser_, HTTP_REQUEST);
   parser_.data = this;
@@ -47,7 +56,44 @@ Http1Server::Http1Server(const HttpServerOptions& options, HttpHandler handler)
   settings_.on_message_complete = &Http1Server::onMessageComplete;
 }
 
+Http1Server::~Http1Server() {
+  if (auto ex = current_.lock()) {
+    ex->detach();
+  }
+}
+
 void Http1Server::receive(std::span<const char> bytes) {
+  const Busy busy(*this);
+  if (closing_ || bytes.empty()) {
+    return;
+  }
+  process(); // input held back from before comes first
+  if (waiting_ || !held_input_.empty()) {
+    held_input_.append(bytes.data(), bytes.size());
+    return;
+  }
+  parse(bytes);
+}
+
+void Http1Server::process() {
+  const Busy busy(*this);
+  if (!resume_ || waiting_) {
+    return;
+  }
+  resume_ = false;
+  if (closing_) {
+    held_input_.clear();
+    return;
+  }
+  http_parser_pause(&parser_, 0);
+  const std::string input = std::move(held_input_);
+  held_input_.clear();
+  if (!input.empty()) {
+    parse(std::span<const char>(input.data(), input.size()));
+  }
+}
+
+void Http1Server::parse(std::span<const char> bytes) {
   std::size_t offset = 0;
   // http_parser_execute with zero bytes means end of input: never call it with nothing.
   while (!closing_ && offset < bytes.size()) {
@@ -57,7 +103,12 @@ void Http1Server::receive(std::span<const char> bytes) {
     const auto err = static_cast<http_errno>(parser_.http_errno);
     if (err == HPE_PAUSED) {
       // onMessageComplete pauses so that each request is answered before the next is parsed.
-      answer();
+      dispatch();
+      if (waiting_) {
+        // Answered later: keep the rest until then, unparsed.
+        held_input_.append(bytes.data() + offset, bytes.size() - offset);
+        return;
+      }
       http_parser_pause(&parser_, 0);
       continue;
     }
@@ -124,6 +175,7 @@ int Http1Server::onMessageBegin(http_parser* p) {
   s->request_ = HttpRequest{};
   s->target_.clear();
   s->header_bytes_ = 0;
+  s->body_limit_ = s->options_.max_body_bytes;
   s->last_was_value_ = false;
   s->in_message_ = true;
   return 0;
@@ -169,23 +221,24 @@ int Http1Server::onHeadersComplete(http_parser* p) {
                         "send an origin-form target such as /v1/queue"));
     return -1;
   }
+  s->request_.method = http_method_str(static_cast<http_method>(p->method));
+  if (s->options_.body_limit) {
+    s->body_limit_ = s->options_.body_limit(s->request_.method, s->request_.path);
+  }
   // content_length holds the declared length here; ULLONG_MAX means none was declared.
   if ((p->flags & F_CONTENTLENGTH) != 0 &&
       p->content_length != std::numeric_limits<uint64_t>::max() &&
-      p->content_length > s->options_.max_body_bytes) {
-    s->reject(jsonError(413, "http.body_too_large", "the request body is too large",
-                        fmt::format("send at most {} bytes of body", s->options_.max_body_bytes)));
+      p->content_length > s->body_limit_) {
+    s->reject(tooLarge(s->body_limit_));
     return -1;
   }
-  s->request_.method = http_method_str(static_cast<http_method>(p->method));
   return 0;
 }
 
 int Http1Server::onBody(http_parser* p, const char* at, std::size_t len) {
   auto* s = self(p);
-  if (s->request_.body.size() + len > s->options_.max_body_bytes) {
-    s->reject(jsonError(413, "http.body_too_large", "the request body is too large",
-                        fmt::format("send at most {} bytes of body", s->options_.max_body_bytes)));
+  if (s->request_.body.size() + len > s->body_limit_) {
+    s->reject(tooLarge(s->body_limit_));
     return -1;
   }
   s->request_.body.append(at, len);
@@ -199,21 +252,36 @@ int Http1Server::onMessageComplete(http_parser* p) {
   return 0;
 }
 
-void Http1Server::answer() {
-  const HttpResponse response = invokeHandler(handler_, request_);
-  in_message_ = false;
-  const bool close = !keep_alive_ || shutdown_;
-  writeResponse(response, request_.method == "HEAD", close);
+void Http1Server::dispatch() {
+  current_head_ = request_.method == "HEAD";
+  current_close_ = !keep_alive_;
+  stream_chunked_ = parser_.http_major > 1 || (parser_.http_major == 1 && parser_.http_minor >= 1);
+  current_token_ = ++next_token_;
+  waiting_ = true;
+  streaming_ = false;
+  auto exchange = std::make_shared<Exchange>(static_cast<ExchangeSink&>(*this), current_token_,
+                                             std::move(request_));
   request_ = HttpRequest{};
-  if (close) {
-    closing_ = true;
-  }
+  current_ = exchange;
+  invokeHandler(handler_, exchange);
 }
 
-void Http1Server::writeResponse(const HttpResponse& response, bool head, bool close) {
-  const int status = response.status >= 100 && response.status <= 999 ? response.status : 500;
+void Http1Server::finishCurrent() {
+  waiting_ = false;
+  streaming_ = false;
+  in_message_ = false;
+  current_.reset();
+  if (current_close_ || shutdown_) {
+    closing_ = true;
+  }
+  resume_ = true;
+  wake();
+}
+
+void Http1Server::writeHead(int status, const HttpHeaders& headers, bool close, bool chunked,
+                            std::size_t content_length, bool has_length) {
   output_ += fmt::format("HTTP/1.1 {} {}\r\n", status, reasonPhrase(status));
-  for (const auto& [name, value] : response.headers) {
+  for (const auto& [name, value] : headers) {
     if (name.empty() || !isSafeHeaderText(name) || !isSafeHeaderText(value) ||
         name.find_first_of(": \t") != std::string::npos || ownedByWriter(lower(name))) {
       continue;
@@ -223,17 +291,92 @@ void Http1Server::writeResponse(const HttpResponse& response, bool head, bool cl
     output_ += value;
     output_ += "\r\n";
   }
-  const bool no_body = bodyForbidden(status);
-  if (!no_body) {
-    output_ += fmt::format("content-length: {}\r\n", response.body.size());
+  if (chunked) {
+    output_ += "transfer-encoding: chunked\r\n";
+  } else if (has_length) {
+    output_ += fmt::format("content-length: {}\r\n", content_length);
   }
   if (close) {
     output_ += "connection: close\r\n";
   }
   output_ += "\r\n";
+}
+
+void Http1Server::writeResponse(const HttpResponse& response, bool head, bool close) {
+  const int status = validStatus(response.status);
+  const bool no_body = bodyForbidden(status);
+  writeHead(status, response.headers, close, false, response.body.size(), !no_body);
   if (!head && !no_body) {
     output_ += response.body;
   }
+}
+
+void Http1Server::exchangeRespond(std::uint64_t token, HttpResponse response) {
+  if (token != current_token_ || !waiting_ || streaming_) {
+    return;
+  }
+  writeResponse(response, current_head_, current_close_ || shutdown_);
+  finishCurrent();
+}
+
+void Http1Server::exchangeStart(std::uint64_t token, int status, HttpHeaders headers) {
+  if (token != current_token_ || !waiting_ || streaming_) {
+    return;
+  }
+  streaming_ = true;
+  status = validStatus(status);
+  if (!stream_chunked_) {
+    current_close_ = true; // HTTP/1.0: the body ends when the connection does
+  }
+  writeHead(status, headers, current_close_ || shutdown_, stream_chunked_, 0, false);
+  wake();
+}
+
+bool Http1Server::exchangeWrite(std::uint64_t token, std::string_view data) {
+  if (token != current_token_ || !streaming_) {
+    return false;
+  }
+  if (current_head_) {
+    return true;
+  }
+  if (stream_chunked_) {
+    output_ += fmt::format("{:x}\r\n", data.size());
+    output_ += data;
+    output_ += "\r\n";
+  } else {
+    output_ += data;
+  }
+  wake();
+  return true;
+}
+
+void Http1Server::exchangeEnd(std::uint64_t token) {
+  if (token != current_token_ || !streaming_) {
+    return;
+  }
+  if (stream_chunked_ && !current_head_) {
+    output_ += "0\r\n\r\n";
+  }
+  finishCurrent();
+}
+
+std::size_t Http1Server::exchangePending(std::uint64_t token) const {
+  return token == current_token_ ? output_.size() : 0;
+}
+
+void Http1Server::exchangeDropped(std::uint64_t token) {
+  if (token != current_token_ || !waiting_) {
+    return;
+  }
+  if (streaming_) {
+    exchangeEnd(token);
+    return;
+  }
+  writeResponse(jsonError(500, "api.no_answer", "the request was dropped without an answer",
+                          "see the gateway log; retrying may help"),
+                current_head_, true);
+  current_close_ = true;
+  finishCurrent();
 }
 
 } // namespace mailgate::api

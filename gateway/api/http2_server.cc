@@ -46,7 +46,7 @@ nghttp2_nv makeNv(const std::string& name, const std::string& value) {
 
 } // namespace
 
-Http2Server::Http2Server(const HttpServerOptions& options, HttpHandler handler)
+Http2Server::Http2Server(const HttpServerOptions& options, AsyncHttpHandler handler)
     : options_(options), handler_(std::move(handler)) {
   nghttp2_session_callbacks* raw_callbacks = nullptr;
   nghttp2_option* raw_option = nullptr;
@@ -85,9 +85,15 @@ Http2Server::Http2Server(const HttpServerOptions& options, HttpHandler handler)
 Http2Server::~Http2Server() {
   // Delete the session before the streams its data providers point at.
   session_.reset();
+  for (auto& [id, stream] : streams_) {
+    if (auto ex = stream->exchange.lock()) {
+      ex->detach();
+    }
+  }
 }
 
 void Http2Server::receive(std::span<const char> bytes) {
+  const Busy busy(*this);
   if (dead_ || input_closed_ || bytes.empty()) {
     return;
   }
@@ -108,6 +114,7 @@ void Http2Server::fatal() {
 }
 
 void Http2Server::drainOutput(std::string& out) {
+  const Busy busy(*this);
   if (dead_) {
     return;
   }
@@ -146,6 +153,11 @@ Http2Server::Stream* Http2Server::find(int32_t stream_id) {
   return it == streams_.end() ? nullptr : it->second.get();
 }
 
+const Http2Server::Stream* Http2Server::find(int32_t stream_id) const {
+  const auto it = streams_.find(stream_id);
+  return it == streams_.end() ? nullptr : it->second.get();
+}
+
 int Http2Server::onBeginHeaders(nghttp2_session*, const nghttp2_frame* frame, void* user) {
   if (frame->hd.type == NGHTTP2_HEADERS && frame->headers.cat == NGHTTP2_HCAT_REQUEST) {
     self(user)->streams_.emplace(frame->hd.stream_id, std::make_unique<Stream>());
@@ -172,6 +184,7 @@ int Http2Server::onHeader(nghttp2_session*, const nghttp2_frame* frame, const ui
   const std::string_view n(reinterpret_cast<const char*>(name), namelen);
   std::string v(reinterpret_cast<const char*>(value), valuelen);
   if (n == ":method") {
+    stream->head = v == "HEAD";
     stream->request.method = std::move(v);
   } else if (n == ":path") {
     stream->target = std::move(v);
@@ -190,7 +203,16 @@ int Http2Server::onDataChunk(nghttp2_session*, uint8_t, int32_t stream_id, const
   if (stream == nullptr || stream->rejected_status != 0 || stream->responded) {
     return 0;
   }
-  if (stream->request.body.size() + len > s->options_.max_body_bytes) {
+  if (stream->body_limit == 0) {
+    stream->body_limit = s->options_.max_body_bytes;
+    if (s->options_.body_limit) {
+      std::string path;
+      std::string query;
+      (void)splitTarget(stream->target, path, query);
+      stream->body_limit = s->options_.body_limit(stream->request.method, path);
+    }
+  }
+  if (stream->request.body.size() + len > stream->body_limit) {
     s->rejectStream(stream_id, *stream, 413);
     return 0;
   }
@@ -225,7 +247,12 @@ int Http2Server::onFrameRecv(nghttp2_session*, const nghttp2_frame* frame, void*
                          "send an origin-form :path such as /v1/queue"));
     return 0;
   }
-  s->respond(frame->hd.stream_id, *stream, invokeHandler(s->handler_, stream->request));
+  auto exchange = std::make_shared<Exchange>(static_cast<ExchangeSink&>(*s),
+                                             static_cast<std::uint64_t>(frame->hd.stream_id),
+                                             std::move(stream->request));
+  stream->request = HttpRequest{};
+  stream->exchange = exchange;
+  invokeHandler(s->handler_, exchange);
   return 0;
 }
 
@@ -238,7 +265,7 @@ void Http2Server::rejectStream(int32_t stream_id, Stream& stream, int status) {
   if (status == 413) {
     respond(stream_id, stream,
             jsonError(413, "http.body_too_large", "the request body is too large",
-                      fmt::format("send at most {} bytes of body", options_.max_body_bytes)));
+                      fmt::format("send at most {} bytes of body", stream.body_limit)));
   } else {
     respond(
         stream_id, stream,
@@ -250,25 +277,33 @@ void Http2Server::rejectStream(int32_t stream_id, Stream& stream, int status) {
 void Http2Server::respond(int32_t stream_id, Stream& stream, const HttpResponse& response) {
   stream.responded = true;
   const int status = response.status >= 200 && response.status <= 999 ? response.status : 500;
-  const bool head = stream.request.method == "HEAD";
   const bool no_body = status == 204 || status == 304;
-  stream.response_body = head || no_body ? std::string() : response.body;
+  stream.response_body = stream.head || no_body ? std::string() : response.body;
   stream.sent = 0;
+  stream.ended = true;
+  std::optional<std::size_t> length;
+  if (!no_body) {
+    length = stream.head ? response.body.size() : stream.response_body.size();
+  }
+  submitHead(stream_id, stream, status, response.headers, length, !stream.response_body.empty());
+}
 
+void Http2Server::submitHead(int32_t stream_id, Stream& stream, int status,
+                             const HttpHeaders& headers, std::optional<std::size_t> content_length,
+                             bool body) {
   // Names are stored first so that the nghttp2_nv pointers into them stay valid.
   std::vector<std::pair<std::string, std::string>> fields;
-  fields.reserve(response.headers.size() + 2);
+  fields.reserve(headers.size() + 2);
   fields.emplace_back(":status", std::to_string(status));
-  for (const auto& [name, value] : response.headers) {
+  for (const auto& [name, value] : headers) {
     std::string n = lower(name);
     if (droppedInH2(n) || !isSafeHeaderText(n) || !isSafeHeaderText(value)) {
       continue;
     }
     fields.emplace_back(std::move(n), value);
   }
-  if (!no_body) {
-    fields.emplace_back("content-length",
-                        std::to_string(head ? response.body.size() : stream.response_body.size()));
+  if (content_length) {
+    fields.emplace_back("content-length", std::to_string(*content_length));
   }
   std::vector<nghttp2_nv> nva;
   nva.reserve(fields.size());
@@ -279,9 +314,97 @@ void Http2Server::respond(int32_t stream_id, Stream& stream, const HttpResponse&
   provider.source.ptr = &stream;
   provider.read_callback = &Http2Server::readBody;
   const int rv = nghttp2_submit_response(session_.get(), stream_id, nva.data(), nva.size(),
-                                         stream.response_body.empty() ? nullptr : &provider);
+                                         body ? &provider : nullptr);
   if (rv != 0) {
     nghttp2_submit_rst_stream(session_.get(), NGHTTP2_FLAG_NONE, stream_id, NGHTTP2_INTERNAL_ERROR);
+  }
+}
+
+void Http2Server::resume(int32_t stream_id, Stream& stream) {
+  if (stream.deferred) {
+    stream.deferred = false;
+    (void)nghttp2_session_resume_data(session_.get(), stream_id);
+  }
+  wake();
+}
+
+void Http2Server::exchangeRespond(std::uint64_t token, HttpResponse response) {
+  const auto id = static_cast<int32_t>(token);
+  Stream* stream = find(id);
+  if (stream == nullptr || stream->responded || dead_) {
+    return;
+  }
+  respond(id, *stream, response);
+  wake();
+}
+
+void Http2Server::exchangeStart(std::uint64_t token, int status, HttpHeaders headers) {
+  const auto id = static_cast<int32_t>(token);
+  Stream* stream = find(id);
+  if (stream == nullptr || stream->responded || dead_) {
+    return;
+  }
+  stream->responded = true;
+  stream->streaming = true;
+  stream->response_body.clear();
+  stream->sent = 0;
+  submitHead(id, *stream, status >= 200 && status <= 999 ? status : 500, headers, std::nullopt,
+             !stream->head);
+  if (stream->head) {
+    stream->ended = true;
+  }
+  wake();
+}
+
+bool Http2Server::exchangeWrite(std::uint64_t token, std::string_view data) {
+  const auto id = static_cast<int32_t>(token);
+  Stream* stream = find(id);
+  if (stream == nullptr || !stream->streaming || stream->ended || dead_) {
+    return false;
+  }
+  if (stream->head) {
+    return true;
+  }
+  // Keep the unsent part only, so a long stream does not grow its buffer forever.
+  if (stream->sent > 0 && stream->sent * 2 >= stream->response_body.size()) {
+    stream->response_body.erase(0, stream->sent);
+    stream->sent = 0;
+  }
+  stream->response_body.append(data);
+  resume(id, *stream);
+  return true;
+}
+
+void Http2Server::exchangeEnd(std::uint64_t token) {
+  const auto id = static_cast<int32_t>(token);
+  Stream* stream = find(id);
+  if (stream == nullptr || !stream->streaming || stream->ended || dead_) {
+    return;
+  }
+  stream->ended = true;
+  resume(id, *stream);
+}
+
+std::size_t Http2Server::exchangePending(std::uint64_t token) const {
+  const Stream* stream = find(static_cast<int32_t>(token));
+  return stream == nullptr ? 0 : stream->response_body.size() - stream->sent;
+}
+
+void Http2Server::exchangeDropped(std::uint64_t token) {
+  const auto id = static_cast<int32_t>(token);
+  Stream* stream = find(id);
+  if (stream == nullptr || dead_) {
+    return;
+  }
+  if (stream->streaming) {
+    exchangeEnd(token);
+    return;
+  }
+  if (!stream->responded) {
+    respond(id, *stream,
+            jsonError(500, "api.no_answer", "the request was dropped without an answer",
+                      "see the gateway log; retrying may help"));
+    wake();
   }
 }
 
@@ -289,9 +412,13 @@ ssize_t Http2Server::readBody(nghttp2_session*, int32_t, uint8_t* buf, size_t le
                               uint32_t* data_flags, nghttp2_data_source* source, void*) {
   auto* stream = static_cast<Stream*>(source->ptr);
   const std::size_t n = std::min(length, stream->response_body.size() - stream->sent);
+  if (n == 0 && !stream->ended) {
+    stream->deferred = true;
+    return NGHTTP2_ERR_DEFERRED;
+  }
   std::memcpy(buf, stream->response_body.data() + stream->sent, n);
   stream->sent += n;
-  if (stream->sent == stream->response_body.size()) {
+  if (stream->ended && stream->sent == stream->response_body.size()) {
     *data_flags |= NGHTTP2_DATA_FLAG_EOF;
   }
   return static_cast<ssize_t>(n);
@@ -311,7 +438,18 @@ int Http2Server::onFrameSend(nghttp2_session* session, const nghttp2_frame* fram
 }
 
 int Http2Server::onStreamClose(nghttp2_session*, int32_t stream_id, uint32_t, void* user) {
-  self(user)->streams_.erase(stream_id);
+  auto* s = self(user);
+  const auto it = s->streams_.find(stream_id);
+  if (it == s->streams_.end()) {
+    return 0;
+  }
+  // Erased first: the abort callback may let go of the exchange, whose destructor looks the
+  // stream up again and must find nothing.
+  const std::weak_ptr<Exchange> exchange = it->second->exchange;
+  s->streams_.erase(it);
+  if (auto ex = exchange.lock()) {
+    ex->detach();
+  }
   return 0;
 }
 

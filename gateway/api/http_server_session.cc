@@ -12,11 +12,25 @@ namespace {
 constexpr std::string_view kPreface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 } // namespace
 
-HttpServerSession::HttpServerSession(HttpServerOptions options, HttpHandler handler)
-    : options_(options), handler_(std::move(handler)) {
+HttpServerSession::HttpServerSession(HttpServerOptions options, AsyncHttpHandler handler)
+    : options_(std::move(options)), handler_(std::move(handler)) {
   if (options_.tls_h2) {
     start(Protocol::kHttp2);
   }
+}
+
+HttpServerSession::HttpServerSession(HttpServerOptions options, HttpHandler handler)
+    : HttpServerSession(std::move(options), fromSync(std::move(handler))) {}
+
+void HttpServerSession::setWakeup(std::function<void()> fn) {
+  wakeup_ = std::move(fn);
+  if (server_ != nullptr) {
+    server_->setWakeup(wakeup_);
+  }
+}
+
+bool HttpServerSession::wantsInput() const {
+  return !closed_ && (server_ == nullptr || server_->wantsInput());
 }
 
 HttpServerSession::~HttpServerSession() = default;
@@ -28,6 +42,7 @@ void HttpServerSession::start(Protocol protocol) {
   } else {
     server_ = std::make_unique<Http1Server>(options_, handler_);
   }
+  server_->setWakeup(wakeup_);
 }
 
 void HttpServerSession::receive(std::span<const char> bytes) {
@@ -59,6 +74,7 @@ void HttpServerSession::receive(std::span<const char> bytes) {
 std::string HttpServerSession::takeOutput() {
   std::string out;
   if (server_ != nullptr) {
+    server_->process();
     server_->drainOutput(out);
   }
   return out;

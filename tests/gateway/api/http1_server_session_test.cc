@@ -1,6 +1,7 @@
 // HTTP/1.1 side of HttpServerSession: responses are read back with http-parser in response mode,
 // an implementation independent of the writer under test.
 #include "gateway/api/http_server_session.h"
+#include "tests/gateway/api/http_test_clients.h"
 #include "tests/gateway/api/test_handler.h"
 
 #include <gtest/gtest.h>
@@ -14,70 +15,8 @@ namespace mailgate::api {
 namespace {
 
 using testing::echoHandler;
-
-struct Parsed {
-  int status = 0;
-  HttpHeaders headers;
-  std::string body;
-  [[nodiscard]] std::string header(std::string_view name) const {
-    for (const auto& [n, v] : headers) {
-      if (n == name) {
-        return v;
-      }
-    }
-    return "<none>";
-  }
-};
-
-// Parses a sequence of responses; fails the test on malformed output. `head` marks responses to
-// HEAD requests (no body despite content-length).
-std::vector<Parsed> parseResponses(const std::string& bytes, bool head = false) {
-  struct State {
-    std::vector<Parsed> out;
-    bool last_value = false;
-    bool head = false;
-  } state;
-  state.head = head;
-  http_parser p;
-  http_parser_init(&p, HTTP_RESPONSE);
-  p.data = &state;
-  http_parser_settings s;
-  http_parser_settings_init(&s);
-  s.on_message_begin = [](http_parser* hp) {
-    auto* st = static_cast<State*>(hp->data);
-    st->out.emplace_back();
-    st->last_value = true;
-    return 0;
-  };
-  s.on_header_field = [](http_parser* hp, const char* at, size_t len) {
-    auto* st = static_cast<State*>(hp->data);
-    if (st->last_value) {
-      st->out.back().headers.emplace_back();
-    }
-    st->out.back().headers.back().first.append(at, len);
-    st->last_value = false;
-    return 0;
-  };
-  s.on_header_value = [](http_parser* hp, const char* at, size_t len) {
-    auto* st = static_cast<State*>(hp->data);
-    st->out.back().headers.back().second.append(at, len);
-    st->last_value = true;
-    return 0;
-  };
-  s.on_headers_complete = [](http_parser* hp) {
-    auto* st = static_cast<State*>(hp->data);
-    st->out.back().status = static_cast<int>(hp->status_code);
-    return st->head ? 1 : 0; // 1: no body follows
-  };
-  s.on_body = [](http_parser* hp, const char* at, size_t len) {
-    static_cast<State*>(hp->data)->out.back().body.append(at, len);
-    return 0;
-  };
-  const size_t n = http_parser_execute(&p, &s, bytes.data(), bytes.size());
-  EXPECT_EQ(HTTP_PARSER_ERRNO(&p), HPE_OK) << http_errno_description(HTTP_PARSER_ERRNO(&p));
-  EXPECT_EQ(n, bytes.size());
-  return state.out;
-}
+using testing::Parsed;
+using testing::parseResponses;
 
 std::string feed(HttpServerSession& s, std::string_view in) {
   s.receive(std::span<const char>(in.data(), in.size()));

@@ -1,3 +1,4 @@
+#include "gateway/api/http_server_session.h"
 #include "gateway/api/http_types.h"
 #include "gateway/api/protocol_server.h"
 
@@ -57,9 +58,13 @@ TEST(HttpTypes, HandlerExceptionBecomes500) {
   const HttpHandler throwing = [](const HttpRequest&) -> HttpResponse {
     throw std::runtime_error("boom");
   };
-  const HttpResponse r = invokeHandler(throwing, HttpRequest{});
-  EXPECT_EQ(r.status, 500);
-  EXPECT_EQ(nlohmann::json::parse(r.body)["error"]["code"], "api.internal");
+  HttpServerSession session({}, throwing);
+  const std::string in = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+  session.receive(std::span<const char>(in.data(), in.size()));
+  const std::string out = session.takeOutput();
+  ASSERT_TRUE(out.starts_with("HTTP/1.1 500 ")) << out;
+  const std::string body = out.substr(out.find("\r\n\r\n") + 4);
+  EXPECT_EQ(nlohmann::json::parse(body)["error"]["code"], "api.internal");
 }
 
 } // namespace
