@@ -159,7 +159,7 @@ void writeRecipients(JsonWriter& w, const QueuedMessage& m, const std::vector<si
 } // namespace
 
 struct QueueTables::Statements {
-  Statement begin, commit, rollback, savepoint, release, rollback_to;
+  Statement begin, begin_read, commit, rollback, savepoint, release, rollback_to;
   Statement insert_body, insert_message, insert_recipient, insert_event;
   Statement mark_sending, select_message, select_recipients, update_recipient, update_message;
   Statement select_body, count_states, requeue_sending, select_expired, select_active,
@@ -179,6 +179,7 @@ Result<std::unique_ptr<QueueTables>> QueueTables::create(SqliteDb db) {
   auto& s = *t->st_;
   const std::pair<Statement*, std::string> sql[] = {
       {&s.begin, "BEGIN IMMEDIATE"},
+      {&s.begin_read, "BEGIN DEFERRED"},
       {&s.commit, "COMMIT"},
       {&s.rollback, "ROLLBACK"},
       {&s.savepoint, "SAVEPOINT op"},
@@ -261,6 +262,9 @@ Result<void> runReset(Statement& s) {
 
 Result<void> QueueTables::begin() {
   return runReset(st_->begin);
+}
+Result<void> QueueTables::beginRead() {
+  return runReset(st_->begin_read);
 }
 Result<void> QueueTables::commit() {
   return runReset(st_->commit);

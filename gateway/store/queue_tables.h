@@ -27,6 +27,8 @@ public:
   // Transaction control. begin() takes the write lock at once (BEGIN IMMEDIATE), so waiting for
   // another process happens there and not half-way through a batch.
   [[nodiscard]] Result<void> begin();
+  // A read transaction (BEGIN DEFERRED): one snapshot, no write lock; commit() ends it.
+  [[nodiscard]] Result<void> beginRead();
   [[nodiscard]] Result<void> commit();
   void rollback();
   [[nodiscard]] Result<void> savepoint();

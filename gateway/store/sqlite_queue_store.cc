@@ -129,6 +129,13 @@ void SqliteQueueStore::submit(std::function<void(Result<T>)> done, Work work, bo
   push(std::move(op));
 }
 
+template <typename T, typename Work>
+void SqliteQueueStore::submitRead(std::function<void(Result<T>)> done, Work work) {
+  auto op = std::make_unique<TypedOp<T, Work>>(std::move(work), std::move(done));
+  op->read_only = true;
+  push(std::move(op));
+}
+
 void SqliteQueueStore::push(std::unique_ptr<Op> op) {
   {
     std::lock_guard lock(mu_);
@@ -217,7 +224,78 @@ SqliteQueueStore::BatchResult SqliteQueueStore::tryBatch(std::vector<std::unique
   return out;
 }
 
+void SqliteQueueStore::runReads(std::vector<std::unique_ptr<Op>>& reads) {
+  QueueTables& t = *tables_;
+  std::optional<Error> lost;
+  if (auto begun = t.beginRead(); !begun) {
+    lost = begun.error();
+  } else {
+    for (auto& op : reads) {
+      op->run(t);
+    }
+    // Ends the read transaction; it wrote nothing, so there is nothing to sync.
+    if (auto r = t.commit(); !r) {
+      lost = r.error();
+      t.rollback();
+    }
+  }
+  uint64_t ok = 0;
+  for (auto& op : reads) {
+    if (lost) {
+      op->fail(*lost);
+    } else {
+      ok += op->error() == nullptr ? 1 : 0;
+    }
+  }
+  if (lost) {
+    failed_batches_.fetch_add(1, std::memory_order_relaxed);
+  }
+  committed_ops_.fetch_add(ok, std::memory_order_relaxed);
+  complete(reads);
+}
+
+void SqliteQueueStore::complete(std::vector<std::unique_ptr<Op>>& ops) {
+  std::vector<std::function<void()>> completions;
+  completions.reserve(ops.size());
+  for (auto& op : ops) {
+    auto done = op->completion();
+    if (op->direct) {
+      done();
+    } else {
+      completions.push_back(std::move(done));
+    }
+  }
+  if (!completions.empty()) {
+    post_([cs = std::move(completions)]() mutable {
+      for (auto& c : cs) {
+        c();
+      }
+    });
+  }
+}
+
 void SqliteQueueStore::runBatch(std::vector<std::unique_ptr<Op>>& batch) {
+  uint64_t seen = max_batch_.load(std::memory_order_relaxed);
+  while (batch.size() > seen &&
+         !max_batch_.compare_exchange_weak(seen, batch.size(), std::memory_order_relaxed)) {
+  }
+
+  // The reads at the head of the batch need neither the write lock nor the writes' fsync; a
+  // read behind a write stays in the write transaction, so completions keep their order.
+  size_t reads = 0;
+  while (reads < batch.size() && batch[reads]->read_only) {
+    ++reads;
+  }
+  if (reads > 0) {
+    std::vector<std::unique_ptr<Op>> head(std::make_move_iterator(batch.begin()),
+                                          std::make_move_iterator(batch.begin() + reads));
+    batch.erase(batch.begin(), batch.begin() + reads);
+    runReads(head);
+    if (batch.empty()) {
+      return;
+    }
+  }
+
   std::vector<bool> skip(batch.size(), false);
   BatchResult result = tryBatch(batch, skip);
   if (result.lost && result.culprit) {
@@ -244,29 +322,8 @@ void SqliteQueueStore::runBatch(std::vector<std::unique_ptr<Op>>& batch) {
     }
     committed_ops_.fetch_add(ok, std::memory_order_relaxed);
   }
-  uint64_t seen = max_batch_.load(std::memory_order_relaxed);
-  while (batch.size() > seen &&
-         !max_batch_.compare_exchange_weak(seen, batch.size(), std::memory_order_relaxed)) {
-  }
-
   // One post per batch: one loop wake-up however many messages shared the fsync.
-  std::vector<std::function<void()>> completions;
-  completions.reserve(batch.size());
-  for (auto& op : batch) {
-    auto complete = op->completion();
-    if (op->direct) {
-      complete();
-    } else {
-      completions.push_back(std::move(complete));
-    }
-  }
-  if (!completions.empty()) {
-    post_([cs = std::move(completions)]() mutable {
-      for (auto& c : cs) {
-        c();
-      }
-    });
-  }
+  complete(batch);
 }
 
 void SqliteQueueStore::enqueue(relay::NewMessage msg,
@@ -319,22 +376,22 @@ void SqliteQueueStore::cancel(std::string id, int64_t now_ms, std::string actor,
 }
 
 void SqliteQueueStore::loadBody(std::string id, std::function<void(Result<std::string>)> done) {
-  submit<std::string>(std::move(done),
-                      [id = std::move(id)](QueueTables& t) { return t.loadBody(id); });
+  submitRead<std::string>(std::move(done),
+                          [id = std::move(id)](QueueTables& t) { return t.loadBody(id); });
 }
 
 void SqliteQueueStore::get(std::string id, std::function<void(Result<relay::QueuedMessage>)> done) {
-  submit<relay::QueuedMessage>(std::move(done),
-                               [id = std::move(id)](QueueTables& t) { return t.get(id); });
+  submitRead<relay::QueuedMessage>(std::move(done),
+                                   [id = std::move(id)](QueueTables& t) { return t.get(id); });
 }
 
 void SqliteQueueStore::counts(std::function<void(Result<relay::QueueCounts>)> done) {
-  submit<relay::QueueCounts>(std::move(done), [](QueueTables& t) { return t.counts(); });
+  submitRead<relay::QueueCounts>(std::move(done), [](QueueTables& t) { return t.counts(); });
 }
 
 void SqliteQueueStore::listEvents(int64_t after_seq, size_t limit,
                                   std::function<void(Result<std::vector<StoredEvent>>)> done) {
-  submit<std::vector<StoredEvent>>(std::move(done), [after_seq, limit](QueueTables& t) {
+  submitRead<std::vector<StoredEvent>>(std::move(done), [after_seq, limit](QueueTables& t) {
     return t.listEvents(after_seq, limit);
   });
 }

@@ -9,6 +9,13 @@
 // queued. While a commit is in flight new operations pile up for the next one, so the batch size
 // follows the load by itself and no timer is needed.
 //
+// Reads: operations that only read (get, loadBody, counts, the listings) and stand at the head
+// of a batch run first in a read transaction of their own (BEGIN DEFERRED): it takes no write
+// lock, writes no WAL frame and so costs no fsync, and their completions are posted before the
+// batch's writes start. A read queued behind a write waits for that write's commit, so that
+// completions keep the order of their calls; a read therefore waits at most for the commit in
+// flight when it was queued plus the one of the writes queued before it.
+//
 // Failures: if the transaction or its commit fails (disk full, I/O error, lock timeout), every
 // operation of that batch completes with the error ("store.full", "store.io", "store.busy") and
 // nothing of the batch is stored; the next batch starts afresh, so the store keeps working once
@@ -119,7 +126,8 @@ private:
     [[nodiscard]] virtual const Error* error() const = 0;
     virtual void fail(const Error& e) = 0;
     virtual std::function<void()> completion() = 0;
-    bool direct = false; // complete on the storage thread instead of through post (recover)
+    bool direct = false;    // complete on the storage thread instead of through post (recover)
+    bool read_only = false; // writes nothing: may run in a read transaction (see the top)
   };
   template <typename T, typename Work> struct TypedOp;
 
@@ -135,9 +143,16 @@ public:
 private:
   template <typename T, typename Work>
   void submit(std::function<void(Result<T>)> done, Work work, bool direct = false);
+  // submit() for an operation that only reads.
+  template <typename T, typename Work>
+  void submitRead(std::function<void(Result<T>)> done, Work work);
   void push(std::unique_ptr<Op> op);
   void storageLoop();
   void runBatch(std::vector<std::unique_ptr<Op>>& batch);
+  // Runs read-only operations in one read transaction (no write lock, no fsync).
+  void runReads(std::vector<std::unique_ptr<Op>>& reads);
+  // Hands the completions of `ops` to post_ (one call) or runs the direct ones here.
+  void complete(std::vector<std::unique_ptr<Op>>& ops);
   struct BatchResult {
     std::optional<Error> lost;     // set when nothing of the transaction was stored
     std::optional<size_t> culprit; // the operation whose failure rolled the transaction back
