@@ -1,6 +1,7 @@
 #include "gateway/store/queue_tables.h"
 
 #include "gateway/store/json_writer.h"
+#include "gateway/store/message_queries.h"
 
 #include <algorithm>
 #include <chrono>
@@ -162,8 +163,8 @@ struct QueueTables::Statements {
   Statement begin, begin_read, commit, rollback, savepoint, release, rollback_to;
   Statement insert_body, insert_message, insert_recipient, insert_event;
   Statement mark_sending, select_message, select_recipients, update_recipient, update_message;
-  Statement select_body, count_states, requeue_sending, select_expired, select_active,
-      select_active_recipients, list_events;
+  Statement select_body, count_states, count_tenant_states, requeue_sending, select_expired,
+      select_active, select_active_recipients, list_events;
   Statement add_to_bucket, delete_empty_bucket, upsert_route_state, prune_ledger, select_ledger,
       select_route_states;
 };
@@ -211,7 +212,8 @@ Result<std::unique_ptr<QueueTables>> QueueTables::create(SqliteDb db) {
        "route = ?6, route_pinned = ?7, writeback = ?8 WHERE id = ?1"},
       {&s.select_body,
        "SELECT b.data FROM messages m JOIN bodies b ON b.body_id = m.body_id WHERE m.id = ?"},
-      {&s.count_states, "SELECT state, count(*) FROM messages GROUP BY state"},
+      {&s.count_states, "SELECT state, sum(n) FROM message_counts GROUP BY state"},
+      {&s.count_tenant_states, "SELECT state, n FROM message_counts WHERE tenant = ?"},
       {&s.requeue_sending,
        "UPDATE messages SET state = 'queued', next_attempt_ms = ?1, updated_ms = ?1, "
        "route_pinned = iif(route = '', route_pinned, 1) "
@@ -614,30 +616,52 @@ Result<std::string> QueueTables::loadBody(const std::string& id) {
   return s.blob(0);
 }
 
+namespace {
+// Adds the (state, count) rows of `s` to `c`.
+Result<void> addCounts(Statement& s, relay::QueueCounts& c) {
+  return forEachRow(s, [&] {
+    const auto n = static_cast<uint64_t>(std::max<int64_t>(s.int64(1), 0));
+    switch (parseState(s.text(0))) {
+    case MessageState::kQueued:
+      c.queued += n;
+      break;
+    case MessageState::kSending:
+      c.sending += n;
+      break;
+    case MessageState::kSent:
+      c.sent += n;
+      break;
+    case MessageState::kDeferred:
+      c.deferred += n;
+      break;
+    case MessageState::kFailed:
+      c.failed += n;
+      break;
+    }
+  });
+}
+} // namespace
+
 Result<relay::QueueCounts> QueueTables::counts() {
   relay::QueueCounts c;
   auto& s = st_->count_states;
   StatementScope scope(s);
-  MG_TRY(forEachRow(s, [&] {
-    const auto n = static_cast<uint64_t>(s.int64(1));
-    switch (parseState(s.text(0))) {
-    case MessageState::kQueued:
-      c.queued = n;
-      break;
-    case MessageState::kSending:
-      c.sending = n;
-      break;
-    case MessageState::kSent:
-      c.sent = n;
-      break;
-    case MessageState::kDeferred:
-      c.deferred = n;
-      break;
-    case MessageState::kFailed:
-      c.failed = n;
-      break;
-    }
-  }));
+  MG_TRY(addCounts(s, c));
+  return c;
+}
+
+Result<relay::QueueCounts> QueueTables::countsFor(const std::vector<std::string>& scope) {
+  const auto tenants = scopedTenants(scope);
+  if (!tenants) {
+    return counts();
+  }
+  relay::QueueCounts c;
+  auto& s = st_->count_tenant_states;
+  for (const auto& tenant : *tenants) {
+    StatementScope reset(s);
+    s.bind(1, tenant);
+    MG_TRY(addCounts(s, c));
+  }
   return c;
 }
 

@@ -47,7 +47,10 @@ public:
                                                     const std::string& actor);
   [[nodiscard]] Result<std::string> loadBody(const std::string& id);
   [[nodiscard]] Result<relay::QueuedMessage> get(const std::string& id);
+  // From message_counts (kept by triggers): a few rows whatever the size of the queue.
   [[nodiscard]] Result<relay::QueueCounts> counts();
+  // The counts of the tenants `scope` names (scopedTenants()).
+  [[nodiscard]] Result<relay::QueueCounts> countsFor(const std::vector<std::string>& scope);
   [[nodiscard]] Result<std::vector<relay::QueuedMessage>> recover(int64_t now_ms);
   [[nodiscard]] Result<std::vector<StoredEvent>> listEvents(int64_t after_seq, size_t limit);
 

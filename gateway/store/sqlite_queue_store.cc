@@ -389,6 +389,13 @@ void SqliteQueueStore::counts(std::function<void(Result<relay::QueueCounts>)> do
   submitRead<relay::QueueCounts>(std::move(done), [](QueueTables& t) { return t.counts(); });
 }
 
+void SqliteQueueStore::countsFor(std::vector<std::string> tenants,
+                                 std::function<void(Result<relay::QueueCounts>)> done) {
+  submitRead<relay::QueueCounts>(std::move(done), [tenants = std::move(tenants)](QueueTables& t) {
+    return t.countsFor(tenants);
+  });
+}
+
 void SqliteQueueStore::listEvents(int64_t after_seq, size_t limit,
                                   std::function<void(Result<std::vector<StoredEvent>>)> done) {
   submitRead<std::vector<StoredEvent>>(std::move(done), [after_seq, limit](QueueTables& t) {

@@ -100,6 +100,14 @@ public:
   // Like recover(): blocks until the storage thread has run it in its next batch.
   Result<relay::RoutingSnapshot> loadRouting(int64_t now_ms, int64_t max_window_ms) override;
 
+  // --- the control API (gateway/api/); not part of relay::QueueStore -------------------------
+
+  // The counts of the messages of the tenants `tenants` names: {"*"} alone is every tenant (as
+  // counts()), otherwise only the listed ones (a message without a tenant counts only under
+  // "*"). Reads a few rows per tenant (message_counts), however long the queue.
+  void countsFor(std::vector<std::string> tenants,
+                 std::function<void(Result<relay::QueueCounts>)> done);
+
   // Outbox events with seq > after_seq, oldest first, at most `limit`.
   void listEvents(int64_t after_seq, size_t limit,
                   std::function<void(Result<std::vector<StoredEvent>>)> done);

@@ -1,5 +1,7 @@
-// What the control API reads and writes through the SQLite store: reads that cost no fsync and do
-// not wait for the write lock.
+// What the control API reads and writes through the SQLite store: counts within a tenant scope,
+// the schema 3 migration, and reads that cost no fsync and do not wait for the write lock.
+#include "gateway/store/schema.h"
+#include "gateway/store/sqlite_db.h"
 #include "gateway/store/sqlite_queue_store.h"
 #include "tests/gateway/store/store_test_support.h"
 
@@ -13,6 +15,9 @@
 namespace mailgate::store {
 namespace {
 
+using relay::AttemptOutcome;
+using relay::DeliveryResult;
+using relay::MessageState;
 using relay::NewMessage;
 using relay::QueueCounts;
 using relay::QueuedMessage;
@@ -150,7 +155,162 @@ NewMessage message(int64_t now = kT0, std::string tenant = "acme",
   return m;
 }
 
-class ControlApiStoreTest : public testing::StoreFixture {};
+// Counts as text, so that a mismatch prints both sides.
+std::string show(const QueueCounts& c) {
+  return "queued " + std::to_string(c.queued) + ", sending " + std::to_string(c.sending) +
+         ", deferred " + std::to_string(c.deferred) + ", sent " + std::to_string(c.sent) +
+         ", failed " + std::to_string(c.failed);
+}
+
+std::string counts(uint64_t queued, uint64_t sending, uint64_t deferred, uint64_t sent,
+                   uint64_t failed) {
+  QueueCounts c;
+  c.queued = queued;
+  c.sending = sending;
+  c.deferred = deferred;
+  c.sent = sent;
+  c.failed = failed;
+  return show(c);
+}
+
+class ControlApiStoreTest : public testing::StoreFixture {
+protected:
+  Result<QueueCounts> countsFor(SqliteQueueStore& s, std::vector<std::string> tenants) {
+    return await<QueueCounts>(q_, [&](auto done) { s.countsFor(std::move(tenants), done); });
+  }
+  std::string countsForOk(SqliteQueueStore& s, std::vector<std::string> tenants) {
+    auto c = countsFor(s, std::move(tenants));
+    EXPECT_TRUE(c.has_value()) << (c ? "" : c.error().describe());
+    return show(c.value_or(QueueCounts{}));
+  }
+  // Drives a queued message to `state` through the delivery calls.
+  void moveTo(SqliteQueueStore& s, const std::string& id, MessageState state) {
+    if (state == MessageState::kQueued) {
+      return;
+    }
+    ASSERT_TRUE(markSending(s, id, kT0 + 1).has_value());
+    if (state == MessageState::kSending) {
+      return;
+    }
+    AttemptOutcome o;
+    o.id = id;
+    o.now_ms = kT0 + 2;
+    o.next_attempt_ms = kT0 + 60'000;
+    const DeliveryResult each = state == MessageState::kSent     ? DeliveryResult::kSent
+                                : state == MessageState::kFailed ? DeliveryResult::kPermFail
+                                                                 : DeliveryResult::kTempFail;
+    o.recipients = {{"bob@example.net", each, "250 or 5xx or 4xx"},
+                    {"carol@example.org", each, "250 or 5xx or 4xx"}};
+    auto r = record(s, o);
+    ASSERT_TRUE(r.has_value()) << r.error().describe();
+    ASSERT_EQ(r->state, state);
+  }
+  // message_counts against a count of the rows themselves.
+  void expectCountersMatchRows() {
+    RawDb raw(dbFile());
+    const auto counted = raw.rows("SELECT tenant, state, n FROM message_counts WHERE n <> 0 "
+                                  "ORDER BY tenant, state");
+    const auto actual = raw.rows("SELECT tenant, state, count(*) FROM messages "
+                                 "GROUP BY tenant, state ORDER BY tenant, state");
+    EXPECT_EQ(counted, actual);
+  }
+};
+
+TEST_F(ControlApiStoreTest, CountsWithinAScopeFollowEveryStateChange) {
+  auto store = open();
+  ASSERT_TRUE(store);
+  // acme: 2 queued, 1 sending, 1 deferred, 1 sent, 1 failed; globex: 1 queued, 1 sent;
+  // no tenant: 1 queued.
+  const std::vector<std::pair<std::string, MessageState>> plan = {
+      {"acme", MessageState::kQueued},   {"acme", MessageState::kQueued},
+      {"acme", MessageState::kSending},  {"acme", MessageState::kDeferred},
+      {"acme", MessageState::kSent},     {"acme", MessageState::kFailed},
+      {"globex", MessageState::kQueued}, {"globex", MessageState::kSent},
+      {"", MessageState::kQueued},
+  };
+  for (const auto& [tenant, state] : plan) {
+    const std::string id = enqueueOk(*store, message(kT0, tenant));
+    moveTo(*store, id, state);
+  }
+  expectCountersMatchRows();
+
+  const std::string acme = counts(2, 1, 1, 1, 1);
+  const std::string globex = counts(1, 0, 0, 1, 0);
+  const std::string both = counts(3, 1, 1, 2, 1);
+  const std::string all = counts(4, 1, 1, 2, 1);
+  const std::string none = counts(0, 0, 0, 0, 0);
+  EXPECT_EQ(countsForOk(*store, {"*"}), all);
+  EXPECT_EQ(show(await<QueueCounts>(q_, [&](auto done) { store->counts(done); }).value()), all);
+  EXPECT_EQ(countsForOk(*store, {"acme"}), acme);
+  EXPECT_EQ(countsForOk(*store, {"globex"}), globex);
+  EXPECT_EQ(countsForOk(*store, {"acme", "globex"}), both);
+  EXPECT_EQ(countsForOk(*store, {"acme", "acme", "globex"}), both); // each tenant once
+  EXPECT_EQ(countsForOk(*store, {"initech"}), none);
+  EXPECT_EQ(countsForOk(*store, {""}), none); // no tenant: only under "*"
+  EXPECT_EQ(countsForOk(*store, {}), none);
+  EXPECT_EQ(countsForOk(*store, {"*", "acme"}), acme); // "*" means all only alone
+
+  // Expiry and cancellation move counts too; so does the recovery of a crash's "sending".
+  RawDb raw(dbFile());
+  const std::string sending =
+      raw.scalar("SELECT id FROM messages WHERE state = 'sending' AND tenant = 'acme'");
+  auto recovered = store->recover(kT0 + 10);
+  ASSERT_TRUE(recovered.has_value());
+  EXPECT_EQ(countsForOk(*store, {"acme"}), counts(3, 0, 1, 1, 1));
+  const std::string queued =
+      raw.scalar("SELECT id FROM messages WHERE state = 'queued' AND tenant = 'globex'");
+  ASSERT_TRUE(await<QueuedMessage>(q_, [&](auto done) {
+                store->cancel(queued, kT0 + 20, "ops", done);
+              }).has_value());
+  EXPECT_EQ(countsForOk(*store, {"globex"}), counts(0, 0, 0, 1, 1));
+  expectCountersMatchRows();
+}
+
+TEST_F(ControlApiStoreTest, ADatabaseFromSchemaVersion2IsMigrated) {
+  // The database as the previous mailgated left it: schema 2, messages of two tenants in
+  // several states.
+  {
+    auto db = SqliteDb::open(dbFile());
+    ASSERT_TRUE(db.has_value()) << db.error().describe();
+    ASSERT_TRUE(migrateSchema(*db, kT0, 2).has_value());
+    ASSERT_TRUE(db->exec("INSERT INTO bodies (body_id, data) VALUES (1, X'48690D0A')").has_value());
+    const std::vector<std::tuple<std::string, std::string, std::string>> rows = {
+        {"01OLD00000000000000000000A", "acme", "queued"},
+        {"01OLD00000000000000000000B", "acme", "sent"},
+        {"01OLD00000000000000000000C", "acme", "sent"},
+        {"01OLD00000000000000000000D", "globex", "deferred"},
+        {"01OLD00000000000000000000E", "", "failed"},
+    };
+    for (const auto& [id, tenant, state] : rows) {
+      ASSERT_TRUE(db->exec("INSERT INTO messages (id, body_id, state, mail_from, submitter, "
+                           "tenant, mailbox, message_id, route, smtputf8, body_8bit, size, "
+                           "attempts, created_ms, updated_ms, next_attempt_ms, expires_at_ms, "
+                           "last_reply) VALUES ('" +
+                           id + "', 1, '" + state + "', 'rep1@acme.example', 'crm', '" + tenant +
+                           "', 'rep1@acme.example', '', 'default', 0, 0, 4, 0, 1, 1, 1, "
+                           "9999999999999, '');"
+                           "INSERT INTO recipients (message, idx, address, status, last_reply, "
+                           "updated_ms) VALUES ('" +
+                           id + "', 0, 'x@example.net', 'pending', '', 1)")
+                      .has_value());
+    }
+  }
+  auto store = open();
+  ASSERT_TRUE(store);
+  RawDb raw(dbFile());
+  EXPECT_EQ(raw.scalar("SELECT group_concat(version) FROM schema_migrations"), "1,2,3");
+  EXPECT_EQ(raw.scalar("SELECT group_concat(name) FROM (SELECT name FROM sqlite_master WHERE "
+                       "type = 'index' AND name LIKE 'messages_by_%' ORDER BY name)"),
+            "messages_by_mailbox,messages_by_route,messages_by_state,messages_by_tenant");
+  // The counters start from the rows that were there.
+  expectCountersMatchRows();
+  EXPECT_EQ(countsForOk(*store, {"*"}), counts(1, 0, 1, 2, 1));
+  EXPECT_EQ(countsForOk(*store, {"acme"}), counts(1, 0, 0, 2, 0));
+  // And follow changes to old rows.
+  ASSERT_TRUE(markSending(*store, "01OLD00000000000000000000A", kT0).has_value());
+  EXPECT_EQ(countsForOk(*store, {"acme"}), counts(0, 1, 0, 2, 0));
+  expectCountersMatchRows();
+}
 
 TEST_F(ControlApiStoreTest, ABatchOfReadsCostsNoFsync) {
   SyncCountingVfs vfs;
