@@ -165,6 +165,7 @@ struct QueueTables::Statements {
   Statement mark_sending, select_message, select_recipients, update_recipient, update_message;
   Statement select_body, count_states, count_tenant_states, requeue_sending, select_expired,
       select_active, select_active_recipients, list_events;
+  Statement select_key, upsert_key, purge_keys;
   Statement add_to_bucket, delete_empty_bucket, upsert_route_state, prune_ledger, select_ledger,
       select_route_states;
 };
@@ -230,6 +231,15 @@ Result<std::unique_ptr<QueueTables>> QueueTables::create(SqliteDb db) {
        "ORDER BY r.message, r.idx"},
       {&s.list_events, "SELECT seq, id, type, time, queue_id, tenant, mailbox, data FROM events "
                        "WHERE seq > ? ORDER BY seq LIMIT ?"},
+      {&s.select_key, "SELECT fingerprint, message, created_ms FROM idempotency_keys "
+                      "WHERE scope = ?1 AND key = ?2"},
+      {&s.upsert_key, "INSERT INTO idempotency_keys (scope, key, fingerprint, message, created_ms) "
+                      "VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (scope, key) DO UPDATE SET "
+                      "fingerprint = excluded.fingerprint, message = excluded.message, "
+                      "created_ms = excluded.created_ms"},
+      {&s.purge_keys, "DELETE FROM idempotency_keys WHERE (scope, key) IN ("
+                      "SELECT scope, key FROM idempotency_keys WHERE created_ms <= ?1 "
+                      "ORDER BY created_ms LIMIT ?2)"},
       {&s.add_to_bucket,
        "INSERT INTO ledger (key, bucket_ms, count) VALUES (?1, ?2, max(?3, 0)) "
        "ON CONFLICT (key, bucket_ms) DO UPDATE SET count = max(ledger.count + ?3, 0)"},
@@ -263,6 +273,7 @@ Result<void> runReset(Statement& s) {
 } // namespace
 
 Result<void> QueueTables::begin() {
+  keys_written_ = 0;
   return runReset(st_->begin);
 }
 Result<void> QueueTables::beginRead() {
@@ -345,6 +356,60 @@ Result<std::string> QueueTables::enqueue(const relay::NewMessage& msg) {
   w.endObject();
   MG_TRY(addEvent("message.queued", msg.now_ms, m, w.str()));
   return m.id;
+}
+
+Result<EnqueueOutcome> QueueTables::enqueueIdempotent(const relay::NewMessage& msg,
+                                                      const IdempotencyKey& key, int64_t ttl_ms) {
+  if (key.key.empty() || key.key.size() > kMaxIdempotencyKeyBytes) {
+    return fail("store.invalid", fmt::format("an Idempotency-Key must have 1 to {} bytes, not {}",
+                                             kMaxIdempotencyKeyBytes, key.key.size()));
+  }
+  {
+    auto& s = st_->select_key;
+    StatementScope scope(s);
+    s.bind(1, key.scope).bind(2, key.key);
+    auto row = s.step();
+    if (!row) {
+      return std::unexpected(std::move(row.error()));
+    }
+    // A key first used ttl_ms ago or earlier is forgotten: it is replaced below.
+    if (*row && msg.now_ms - s.int64(2) < ttl_ms) {
+      const int64_t first_ms = s.int64(2);
+      if (s.text(0) != key.fingerprint) {
+        return fail("store.idempotency_mismatch",
+                    fmt::format("Idempotency-Key \"{}\" was first used at {} for a different "
+                                "request; nothing was stored",
+                                key.key, formatRfc3339(first_ms)),
+                    "use a new Idempotency-Key for every distinct message, and send a key again "
+                    "only to retry the same request");
+      }
+      const std::string id = s.text(1);
+      s.reset();
+      auto m = get(id);
+      if (!m) {
+        return std::unexpected(std::move(m.error()));
+      }
+      return EnqueueOutcome{id, true, std::move(*m)};
+    }
+  }
+  auto id = enqueue(msg);
+  if (!id) {
+    return std::unexpected(std::move(id.error()));
+  }
+  auto& s = st_->upsert_key;
+  StatementScope scope(s);
+  s.bind(1, key.scope).bind(2, key.key).bind(3, key.fingerprint).bind(4, *id).bind(5, msg.now_ms);
+  MG_TRY(s.run());
+  ++keys_written_;
+  return EnqueueOutcome{std::move(*id), false, {}};
+}
+
+Result<size_t> QueueTables::purgeIdempotencyKeys(int64_t cutoff_ms, size_t max) {
+  auto& s = st_->purge_keys;
+  StatementScope scope(s);
+  s.bind(1, cutoff_ms).bind(2, static_cast<int64_t>(max));
+  MG_TRY(s.run());
+  return static_cast<size_t>(db_.changes());
 }
 
 Result<QueuedMessage> QueueTables::get(const std::string& id) {

@@ -5,6 +5,7 @@
 
 #include "base/error.h"
 #include "gateway/store/id_generator.h"
+#include "gateway/store/message_queries.h"
 #include "gateway/store/sqlite_db.h"
 #include "gateway/store/stored_event.h"
 #include "relay/queue/delivery_rules.h"
@@ -36,6 +37,14 @@ public:
   [[nodiscard]] Result<void> rollbackToSavepoint();
 
   [[nodiscard]] Result<std::string> enqueue(const relay::NewMessage& msg);
+  // SqliteQueueStore::enqueueIdempotent; a key is remembered for ttl_ms after msg.now_ms.
+  [[nodiscard]] Result<EnqueueOutcome> enqueueIdempotent(const relay::NewMessage& msg,
+                                                         const IdempotencyKey& key, int64_t ttl_ms);
+  // Deletes at most `max` idempotency keys first used at or before cutoff_ms, oldest first.
+  // Returns how many it deleted.
+  [[nodiscard]] Result<size_t> purgeIdempotencyKeys(int64_t cutoff_ms, size_t max);
+  // Idempotency keys written since begin(): sizes the purge of the same transaction.
+  [[nodiscard]] size_t keysWritten() const { return keys_written_; }
   // Also sets the route (unless start.route is empty) and applies start.charges.
   [[nodiscard]] Result<void> markSending(const std::string& id, int64_t now_ms,
                                          const relay::AttemptStart& start);
@@ -97,6 +106,7 @@ private:
   SqliteDb db_;
   IdGenerator ids_;
   std::unique_ptr<Statements> st_;
+  size_t keys_written_ = 0;
 };
 
 } // namespace mailgate::store

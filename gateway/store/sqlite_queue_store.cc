@@ -25,6 +25,11 @@ namespace {
 constexpr int kWalAutocheckpointPages = 4096;
 // After a checkpoint the WAL file is truncated to this size instead of staying at its peak.
 constexpr int64_t kJournalSizeLimitBytes = 64LL * 1024 * 1024;
+// Expired idempotency keys deleted per writing batch: this many, plus two for every key the
+// batch wrote, so purging always outpaces new keys while one batch's extra work stays bounded
+// (at most 32 + 2 * batch_max index deletions).
+constexpr size_t kKeyPurgeBase = 32;
+constexpr size_t kKeyPurgePerKeyWritten = 2;
 
 int64_t wallClockMs() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -105,8 +110,12 @@ template <typename T, typename Work> struct SqliteQueueStore::TypedOp final : Op
 };
 
 SqliteQueueStore::SqliteQueueStore(Key, std::string path, PostFn post, size_t batch_max,
+                                   std::chrono::milliseconds idempotency_ttl,
+                                   std::function<int64_t()> clock,
                                    std::unique_ptr<QueueTables> tables)
     : path_(std::move(path)), post_(std::move(post)), batch_max_(batch_max),
+      idempotency_ttl_ms_(idempotency_ttl.count()),
+      clock_(clock ? std::move(clock) : std::function<int64_t()>(&wallClockMs)),
       tables_(std::move(tables)) {
   thread_ = std::thread([this] { storageLoop(); });
 }
@@ -214,6 +223,14 @@ SqliteQueueStore::BatchResult SqliteQueueStore::tryBatch(std::vector<std::unique
   }
   if (!out.lost) {
     out.wrote = t.db().totalChanges() != changes_before;
+    // Only a batch that writes anyway pays for the clean-up: a read-only one stays free.
+    if (out.wrote) {
+      if (auto r = tidy(t); !r) {
+        out.lost = r.error();
+      }
+    }
+  }
+  if (!out.lost) {
     if (auto r = t.commit(); !r) {
       out.lost = r.error();
     }
@@ -274,6 +291,23 @@ void SqliteQueueStore::complete(std::vector<std::unique_ptr<Op>>& ops) {
   }
 }
 
+Result<void> SqliteQueueStore::tidy(QueueTables& t) {
+  if (auto r = t.savepoint(); !r) {
+    return r;
+  }
+  const size_t budget = kKeyPurgeBase + kKeyPurgePerKeyWritten * t.keysWritten();
+  if (auto purged = t.purgeIdempotencyKeys(clock_() - idempotency_ttl_ms_, budget); !purged) {
+    if (t.db().autocommit()) {
+      return std::unexpected(purged.error());
+    }
+    // Not worth failing the batch for: the keys are purged by a later one.
+    if (auto r = t.rollbackToSavepoint(); !r) {
+      return r;
+    }
+  }
+  return t.release();
+}
+
 void SqliteQueueStore::runBatch(std::vector<std::unique_ptr<Op>>& batch) {
   uint64_t seen = max_batch_.load(std::memory_order_relaxed);
   while (batch.size() > seen &&
@@ -330,6 +364,13 @@ void SqliteQueueStore::enqueue(relay::NewMessage msg,
                                std::function<void(Result<std::string>)> done) {
   submit<std::string>(std::move(done),
                       [m = std::move(msg)](QueueTables& t) { return t.enqueue(m); });
+}
+
+void SqliteQueueStore::enqueueIdempotent(relay::NewMessage msg, IdempotencyKey key,
+                                         std::function<void(Result<EnqueueOutcome>)> done) {
+  submit<EnqueueOutcome>(std::move(done),
+                         [m = std::move(msg), k = std::move(key), ttl = idempotency_ttl_ms_](
+                             QueueTables& t) { return t.enqueueIdempotent(m, k, ttl); });
 }
 
 void SqliteQueueStore::markSending(std::string id, int64_t now_ms, relay::AttemptStart start,
@@ -462,6 +503,9 @@ Result<std::unique_ptr<SqliteQueueStore>> openSqliteQueueStore(SqliteStoreOption
   if (options.batch_max == 0) {
     return fail("store.config", "batch_max must be at least 1");
   }
+  if (options.idempotency_ttl.count() <= 0) {
+    return fail("store.config", "idempotency_ttl must be positive");
+  }
   if (options.data_dir.empty()) {
     return fail("store.config", "node.data_dir is empty", "set node.data_dir in the config");
   }
@@ -489,9 +533,9 @@ Result<std::unique_ptr<SqliteQueueStore>> openSqliteQueueStore(SqliteStoreOption
       return std::unexpected(std::move(r.error()));
     }
   }
-  return std::make_unique<SqliteQueueStore>(SqliteQueueStore::Key{}, std::move(path),
-                                            std::move(options.post), options.batch_max,
-                                            std::move(*tables));
+  return std::make_unique<SqliteQueueStore>(
+      SqliteQueueStore::Key{}, std::move(path), std::move(options.post), options.batch_max,
+      options.idempotency_ttl, std::move(options.clock), std::move(*tables));
 }
 
 } // namespace mailgate::store

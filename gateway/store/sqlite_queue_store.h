@@ -31,10 +31,12 @@
 // destroy the store before stopping the loop and run the loop once more.
 #pragma once
 
+#include "gateway/store/message_queries.h"
 #include "gateway/store/stored_event.h"
 #include "relay/queue_store.h"
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
@@ -64,6 +66,12 @@ struct SqliteStoreOptions {
   // How long a transaction waits for a lock held by another process before its batch fails
   // with "store.busy".
   int busy_timeout_ms = 5000;
+  // How long enqueueIdempotent remembers a key, from the now_ms of the message that first used
+  // it: an older key is forgotten, and the same key then makes a new message.
+  std::chrono::milliseconds idempotency_ttl = std::chrono::hours(24);
+  // Wall-clock milliseconds since the epoch; empty: the system clock. Decides which idempotency
+  // keys are old enough to purge (tests inject one).
+  std::function<int64_t()> clock;
 };
 
 struct StoreStats {
@@ -101,6 +109,21 @@ public:
   Result<relay::RoutingSnapshot> loadRouting(int64_t now_ms, int64_t max_window_ms) override;
 
   // --- the control API (gateway/api/); not part of relay::QueueStore -------------------------
+  // Same conventions as relay::QueueStore. Gateway-only error codes:
+  //  "store.invalid"               the request cannot be stored as given (see each call)
+  //  "store.idempotency_mismatch"  an Idempotency-Key reused for a different request
+
+  // enqueue() for POST /v1/messages with an Idempotency-Key. When `key` (scope + key) was used
+  // less than idempotency_ttl before msg.now_ms with the same fingerprint, nothing is stored and
+  // the outcome is that first message as it is now (replayed). Otherwise the message is stored
+  // as enqueue() does and the key is written in the same transaction, so a retry after a crash
+  // finds it too; a key past its retention is replaced. Two calls with one key in one batch
+  // make one message (the second sees the first's key). Errors: enqueue()'s, store.invalid
+  // (empty key, or longer than kMaxIdempotencyKeyBytes), store.idempotency_mismatch (the key
+  // was used for another fingerprint; the message says when, nothing is stored). Expired keys
+  // are purged a few per writing batch (docs/queue.md), not by a timer.
+  void enqueueIdempotent(relay::NewMessage msg, IdempotencyKey key,
+                         std::function<void(Result<EnqueueOutcome>)> done);
 
   // The counts of the messages of the tenants `tenants` names: {"*"} alone is every tenant (as
   // counts()), otherwise only the listed ones (a message without a tenant counts only under
@@ -146,6 +169,7 @@ private:
 
 public:
   SqliteQueueStore(Key, std::string path, PostFn post, size_t batch_max,
+                   std::chrono::milliseconds idempotency_ttl, std::function<int64_t()> clock,
                    std::unique_ptr<QueueTables> tables);
 
 private:
@@ -168,10 +192,15 @@ private:
   };
   // One transaction over the operations not skipped.
   BatchResult tryBatch(std::vector<std::unique_ptr<Op>>& batch, const std::vector<bool>& skip);
+  // Bounded clean-up that rides on a transaction that writes anyway (expired idempotency
+  // keys). A failure undoes only the clean-up, unless SQLite rolled back the transaction.
+  Result<void> tidy(QueueTables& t);
 
   const std::string path_;
   const PostFn post_;
   const size_t batch_max_;
+  const int64_t idempotency_ttl_ms_;
+  const std::function<int64_t()> clock_;
   std::unique_ptr<QueueTables> tables_; // touched only by the storage thread once it runs
 
   mutable std::mutex mu_;

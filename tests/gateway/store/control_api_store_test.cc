@@ -1,15 +1,20 @@
-// What the control API reads and writes through the SQLite store: counts within a tenant scope,
-// the schema 3 migration, and reads that cost no fsync and do not wait for the write lock.
+// What the control API reads and writes through the SQLite store: idempotent enqueue, counts
+// within a tenant scope, the schema 3 migration, and reads that cost no fsync and do not wait for
+// the write lock.
 #include "gateway/store/schema.h"
 #include "gateway/store/sqlite_db.h"
 #include "gateway/store/sqlite_queue_store.h"
 #include "tests/gateway/store/store_test_support.h"
 
+#include <array>
 #include <atomic>
 #include <gtest/gtest.h>
 #include <optional>
 #include <sqlite3.h>
 #include <string>
+#include <sys/wait.h>
+#include <thread>
+#include <unistd.h>
 #include <vector>
 
 namespace mailgate::store {
@@ -23,7 +28,9 @@ using relay::QueueCounts;
 using relay::QueuedMessage;
 using testing::await;
 using testing::kDay;
+using testing::kMinute;
 using testing::kT0;
+using testing::PostQueue;
 using testing::RawDb;
 
 // The default VFS with every file's xSync counted: how a test sees an fsync. Registered as the
@@ -173,8 +180,41 @@ std::string counts(uint64_t queued, uint64_t sending, uint64_t deferred, uint64_
   return show(c);
 }
 
+IdempotencyKey idemKey(std::string key = "order-1", std::string fingerprint = "fp-1",
+                       std::string scope = "crm-token") {
+  return IdempotencyKey{std::move(scope), std::move(key), std::move(fingerprint)};
+}
+
+constexpr int64_t kHour = 3'600'000;
+
 class ControlApiStoreTest : public testing::StoreFixture {
 protected:
+  Result<EnqueueOutcome> enqueueKeyed(SqliteQueueStore& s, NewMessage m, IdempotencyKey k) {
+    return await<EnqueueOutcome>(
+        q_, [&](auto done) { s.enqueueIdempotent(std::move(m), std::move(k), done); });
+  }
+  EnqueueOutcome enqueueKeyedOk(SqliteQueueStore& s, NewMessage m, IdempotencyKey k) {
+    auto r = enqueueKeyed(s, std::move(m), std::move(k));
+    EXPECT_TRUE(r.has_value()) << (r ? "" : r.error().describe());
+    return r.value_or(EnqueueOutcome{});
+  }
+  // What a write leaves behind, table by table.
+  std::string rowCounts() {
+    RawDb raw(dbFile());
+    std::string out;
+    for (const char* table : {"messages", "bodies", "recipients", "events", "idempotency_keys"}) {
+      out += std::string(table) + " " + raw.scalar(std::string("SELECT count(*) FROM ") + table) +
+             "; ";
+    }
+    return out;
+  }
+  // A store whose purge clock reads `clock_ms_`.
+  std::unique_ptr<SqliteQueueStore> openWithClock(SqliteStoreOptions o = {}) {
+    o.clock = [this] { return clock_ms_.load(); };
+    return open(std::move(o));
+  }
+  std::atomic<int64_t> clock_ms_{kT0};
+
   Result<QueueCounts> countsFor(SqliteQueueStore& s, std::vector<std::string> tenants) {
     return await<QueueCounts>(q_, [&](auto done) { s.countsFor(std::move(tenants), done); });
   }
@@ -310,6 +350,251 @@ TEST_F(ControlApiStoreTest, ADatabaseFromSchemaVersion2IsMigrated) {
   ASSERT_TRUE(markSending(*store, "01OLD00000000000000000000A", kT0).has_value());
   EXPECT_EQ(countsForOk(*store, {"acme"}), counts(0, 1, 0, 2, 0));
   expectCountersMatchRows();
+}
+
+TEST_F(ControlApiStoreTest, AReplayReturnsTheFirstAnswerAndStoresNothing) {
+  auto store = openWithClock();
+  ASSERT_TRUE(store);
+  const EnqueueOutcome first = enqueueKeyedOk(*store, message(), idemKey());
+  EXPECT_FALSE(first.replayed);
+  ASSERT_EQ(first.id.size(), 26u);
+  const std::string after_first = rowCounts();
+  EXPECT_EQ(after_first, "messages 1; bodies 1; recipients 2; events 1; idempotency_keys 1; ");
+
+  // The retry: same key, same request, a little later.
+  const EnqueueOutcome again = enqueueKeyedOk(*store, message(kT0 + kMinute), idemKey());
+  EXPECT_TRUE(again.replayed);
+  EXPECT_EQ(again.id, first.id);
+  EXPECT_EQ(again.message.id, first.id);
+  EXPECT_EQ(again.message.state, MessageState::kQueued);
+  ASSERT_EQ(again.message.recipients.size(), 2u);
+  EXPECT_EQ(again.message.recipients[1].address, "carol@example.org");
+  EXPECT_EQ(again.message.created_ms, kT0);
+  EXPECT_EQ(rowCounts(), after_first);
+
+  // The message as it is now, not as it was.
+  moveTo(*store, first.id, MessageState::kSent);
+  const std::string after_delivery = rowCounts();
+  const EnqueueOutcome later = enqueueKeyedOk(*store, message(kT0 + kHour), idemKey());
+  EXPECT_TRUE(later.replayed);
+  EXPECT_EQ(later.id, first.id);
+  EXPECT_EQ(later.message.state, MessageState::kSent);
+  EXPECT_EQ(later.message.recipients[0].status, relay::RecipientStatus::kSent);
+  EXPECT_EQ(rowCounts(), after_delivery);
+
+  // A plain enqueue is not affected by keys.
+  enqueueOk(*store, message());
+  EXPECT_EQ(RawDb(dbFile()).scalar("SELECT count(*) FROM messages"), "2");
+}
+
+TEST_F(ControlApiStoreTest, AKeyReusedForAnotherRequestIsRefusedAndKeysOfOtherTokensNeverMeet) {
+  auto store = openWithClock();
+  ASSERT_TRUE(store);
+  const EnqueueOutcome first = enqueueKeyedOk(*store, message(), idemKey("k", "fp-1"));
+  const std::string before = rowCounts();
+
+  auto misuse = enqueueKeyed(*store, message(kT0 + kMinute), idemKey("k", "fp-2"));
+  ASSERT_FALSE(misuse.has_value());
+  EXPECT_EQ(misuse.error().code, "store.idempotency_mismatch");
+  EXPECT_NE(misuse.error().message.find("first used at 2026-09-21T14:13:20"), std::string::npos)
+      << misuse.error().message;
+  EXPECT_NE(misuse.error().hint.find("new Idempotency-Key"), std::string::npos)
+      << misuse.error().hint;
+  EXPECT_EQ(rowCounts(), before);
+
+  // The same key from another token is another key.
+  const EnqueueOutcome other = enqueueKeyedOk(*store, message(), idemKey("k", "fp-2", "other"));
+  EXPECT_FALSE(other.replayed);
+  EXPECT_NE(other.id, first.id);
+  // And the first token's key still replays.
+  EXPECT_EQ(enqueueKeyedOk(*store, message(), idemKey("k", "fp-1")).id, first.id);
+
+  // Keys the API should never let through.
+  EXPECT_EQ(enqueueKeyed(*store, message(), idemKey("")).error().code, "store.invalid");
+  EXPECT_EQ(enqueueKeyed(*store, message(), idemKey(std::string(256, 'k'))).error().code,
+            "store.invalid");
+  EXPECT_TRUE(enqueueKeyed(*store, message(), idemKey(std::string(255, 'k'))).has_value());
+  // Everything enqueue refuses is refused, and no key is left behind.
+  NewMessage empty = message();
+  empty.recipients.clear();
+  EXPECT_EQ(enqueueKeyed(*store, empty, idemKey("no-rcpt")).error().code, "store.invalid");
+  EXPECT_EQ(RawDb(dbFile()).scalar("SELECT count(*) FROM idempotency_keys WHERE key = 'no-rcpt'"),
+            "0");
+}
+
+TEST_F(ControlApiStoreTest, AKeyIsForgottenAfterItsRetention) {
+  auto store = openWithClock();
+  ASSERT_TRUE(store);
+  const EnqueueOutcome first = enqueueKeyedOk(*store, message(kT0), idemKey());
+  // Just inside 24 h: still the first message.
+  const EnqueueOutcome inside = enqueueKeyedOk(*store, message(kT0 + 24 * kHour - 1), idemKey());
+  EXPECT_TRUE(inside.replayed);
+  EXPECT_EQ(inside.id, first.id);
+  // 24 h after first use, the key is forgotten: a new message, and the key now names it.
+  const EnqueueOutcome after = enqueueKeyedOk(*store, message(kT0 + 24 * kHour), idemKey());
+  EXPECT_FALSE(after.replayed);
+  EXPECT_NE(after.id, first.id);
+  const EnqueueOutcome replay =
+      enqueueKeyedOk(*store, message(kT0 + 24 * kHour + 1), idemKey("order-1", "fp-1"));
+  EXPECT_EQ(replay.id, after.id);
+  // Nor is a forgotten key a mismatch.
+  const EnqueueOutcome reused =
+      enqueueKeyedOk(*store, message(kT0 + 48 * kHour), idemKey("order-1", "fp-other"));
+  EXPECT_FALSE(reused.replayed);
+  EXPECT_EQ(RawDb(dbFile()).scalar("SELECT count(*) FROM messages"), "3");
+}
+
+TEST_F(ControlApiStoreTest, TheRetentionIsAnOption) {
+  SqliteStoreOptions o;
+  o.idempotency_ttl = std::chrono::hours(1);
+  auto store = openWithClock(o);
+  ASSERT_TRUE(store);
+  const EnqueueOutcome first = enqueueKeyedOk(*store, message(kT0), idemKey());
+  EXPECT_TRUE(enqueueKeyedOk(*store, message(kT0 + kHour - 1), idemKey()).replayed);
+  EXPECT_FALSE(enqueueKeyedOk(*store, message(kT0 + kHour), idemKey()).replayed);
+
+  SqliteStoreOptions bad;
+  bad.data_dir = dir_.path();
+  bad.post = q_.fn();
+  bad.idempotency_ttl = std::chrono::milliseconds(0);
+  EXPECT_EQ(openSqliteQueueStore(bad).error().code, "store.config");
+  EXPECT_FALSE(first.id.empty());
+}
+
+TEST_F(ControlApiStoreTest, ExpiredKeysArePurgedAFewPerWritingBatch) {
+  auto store = openWithClock();
+  ASSERT_TRUE(store);
+  RawDb raw(dbFile());
+  // 100 keys from kT0, 10 from a day later.
+  for (int i = 0; i < 100; ++i) {
+    enqueueKeyedOk(*store, message(kT0), idemKey("old-" + std::to_string(i)));
+  }
+  for (int i = 0; i < 10; ++i) {
+    enqueueKeyedOk(*store, message(kT0 + 24 * kHour), idemKey("new-" + std::to_string(i)));
+  }
+  ASSERT_EQ(raw.scalar("SELECT count(*) FROM idempotency_keys"), "110");
+
+  // A day and a minute later the old ones are expired, the new ones are not.
+  clock_ms_ = kT0 + 24 * kHour + kMinute;
+  // Reads write nothing, so they purge nothing.
+  ASSERT_TRUE(get(*store, enqueueOk(*store, message())).has_value());
+  // That enqueue was a writing batch without keys: it purged 32.
+  EXPECT_EQ(raw.scalar("SELECT count(*) FROM idempotency_keys"), "78");
+  ASSERT_TRUE(countsFor(*store, {"*"}).has_value());
+  EXPECT_EQ(raw.scalar("SELECT count(*) FROM idempotency_keys"), "78");
+  // A batch that wrote a key purges 2 more for it: 34.
+  enqueueKeyedOk(*store, message(kT0 + 24 * kHour + kMinute), idemKey("newest"));
+  EXPECT_EQ(raw.scalar("SELECT count(*) FROM idempotency_keys"), "45");
+  // Any write purges: a route state.
+  ASSERT_TRUE(await<void>(q_, [&](auto done) {
+                store->recordEvent(relay::EventRecord{"route.failover", "acme", "", ""}, done);
+              }).has_value());
+  ASSERT_TRUE(await<void>(q_, [&](auto done) {
+                store->recordEvent(relay::EventRecord{"route.failback", "acme", "", ""}, done);
+              }).has_value());
+  // Only the 11 unexpired ones are left, and they are never purged early.
+  EXPECT_EQ(raw.scalar("SELECT count(*) FROM idempotency_keys"), "11");
+  EXPECT_EQ(raw.scalar("SELECT count(*) FROM idempotency_keys WHERE key LIKE 'old-%'"), "0");
+  enqueueOk(*store, message());
+  EXPECT_EQ(raw.scalar("SELECT count(*) FROM idempotency_keys"), "11");
+}
+
+TEST_F(ControlApiStoreTest, TwoRequestsWithOneKeyInOneBatchMakeOneMessage) {
+  auto store = openWithClock();
+  ASSERT_TRUE(store);
+  // An operator's shell holds the write lock; a first enqueue takes the storage thread into
+  // waiting for it, so that everything below piles up for the next batch.
+  RawDb raw(dbFile());
+  ASSERT_EQ(raw.exec("BEGIN IMMEDIATE"), SQLITE_OK);
+  std::optional<Result<std::string>> blocker;
+  store->enqueue(message(), [&](Result<std::string> r) { blocker = std::move(r); });
+  while (store->stats().pending_ops != 0) {
+    std::this_thread::yield();
+  }
+  std::vector<Result<EnqueueOutcome>> out;
+  for (const auto& k : {idemKey("dup"), idemKey("dup"), idemKey("dup", "fp-other"), idemKey("dup"),
+                        idemKey("solo")}) {
+    store->enqueueIdempotent(message(), k,
+                             [&](Result<EnqueueOutcome> r) { out.push_back(std::move(r)); });
+  }
+  ASSERT_EQ(raw.exec("ROLLBACK"), SQLITE_OK);
+  ASSERT_TRUE(q_.runUntil([&] { return out.size() == 5; }));
+  ASSERT_TRUE(blocker.has_value() && blocker->has_value());
+  EXPECT_EQ(store->stats().commits, 2u); // the blocker's batch, then one batch of five
+  EXPECT_EQ(store->stats().max_batch, 5u);
+  ASSERT_TRUE(out[0].has_value() && out[1].has_value() && out[3].has_value());
+  EXPECT_FALSE(out[0]->replayed);
+  EXPECT_TRUE(out[1]->replayed);
+  EXPECT_TRUE(out[3]->replayed);
+  EXPECT_EQ(out[1]->id, out[0]->id);
+  EXPECT_EQ(out[3]->id, out[0]->id);
+  ASSERT_FALSE(out[2].has_value());
+  EXPECT_EQ(out[2].error().code, "store.idempotency_mismatch");
+  ASSERT_TRUE(out[4].has_value());
+  EXPECT_FALSE(out[4]->replayed);
+  EXPECT_EQ(rowCounts(), "messages 3; bodies 3; recipients 6; events 3; idempotency_keys 2; ");
+}
+
+TEST_F(ControlApiStoreTest, TheKeyAndTheMessageCommitTogether) {
+  // A crash: the child enqueues with a key and dies at once, no destructor, WAL as it is.
+  std::array<int, 2> pipefd{};
+  ASSERT_EQ(pipe(pipefd.data()), 0);
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    PostQueue q;
+    SqliteStoreOptions o;
+    o.data_dir = dir_.path();
+    o.post = q.fn();
+    o.clock = [] { return kT0; };
+    auto store = openSqliteQueueStore(std::move(o));
+    if (!store) {
+      _exit(3);
+    }
+    std::optional<Result<EnqueueOutcome>> r;
+    (*store)->enqueueIdempotent(message(), idemKey(),
+                                [&](Result<EnqueueOutcome> x) { r = std::move(x); });
+    if (!q.runUntil([&] { return r.has_value(); }) || !r->has_value() || (*r)->replayed) {
+      _exit(4);
+    }
+    if (write(pipefd[1], (*r)->id.data(), (*r)->id.size()) != 26) {
+      _exit(5);
+    }
+    _exit(0);
+  }
+  close(pipefd[1]);
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status));
+  ASSERT_EQ(WEXITSTATUS(status), 0);
+  std::string id(26, '\0');
+  ASSERT_EQ(read(pipefd[0], id.data(), id.size()), 26);
+  close(pipefd[0]);
+
+  auto store = openWithClock();
+  ASSERT_TRUE(store);
+  const EnqueueOutcome replay = enqueueKeyedOk(*store, message(kT0 + kMinute), idemKey());
+  EXPECT_TRUE(replay.replayed);
+  EXPECT_EQ(replay.id, id);
+  EXPECT_EQ(rowCounts(), "messages 1; bodies 1; recipients 2; events 1; idempotency_keys 1; ");
+}
+
+TEST_F(ControlApiStoreTest, AFailedEnqueueLeavesNoKey) {
+  SqliteStoreOptions o;
+  o.max_db_bytes = 1024 * 1024;
+  auto store = openWithClock(o);
+  ASSERT_TRUE(store);
+  NewMessage big = message();
+  big.body = std::string(2 * 1024 * 1024, 'x');
+  auto refused = enqueueKeyed(*store, big, idemKey("big"));
+  ASSERT_FALSE(refused.has_value());
+  EXPECT_EQ(refused.error().code, "store.full");
+  EXPECT_EQ(rowCounts(), "messages 0; bodies 0; recipients 0; events 0; idempotency_keys 0; ");
+  // Once there is room, the retry stores the message: it was never accepted.
+  ASSERT_TRUE(await<void>(q_, [&](auto done) { store->setMaxDbBytes(0, done); }).has_value());
+  const EnqueueOutcome stored = enqueueKeyedOk(*store, big, idemKey("big"));
+  EXPECT_FALSE(stored.replayed);
+  EXPECT_EQ(enqueueKeyedOk(*store, big, idemKey("big")).id, stored.id);
 }
 
 TEST_F(ControlApiStoreTest, ABatchOfReadsCostsNoFsync) {
