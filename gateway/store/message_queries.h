@@ -29,6 +29,32 @@ struct EnqueueOutcome {
 // Longest Idempotency-Key value the store keeps.
 inline constexpr std::size_t kMaxIdempotencyKeyBytes = 255;
 
+// GET /v1/queue: which messages, in which order, from where (SqliteQueueStore::listMessages).
+struct MessageQuery {
+  std::vector<std::string> tenants{"*"}; // scope: "*" alone = every tenant; otherwise only these
+                                         // (messages with an empty tenant only under "*")
+  std::optional<relay::MessageState> state;
+  std::string tenant, mailbox, route; // exact filters, empty = any (mailbox compares ASCII
+                                      // case-insensitively)
+  std::string after;                  // cursor: the id the previous page ended at (exclusive;
+                                      // ids sort by creation time)
+  std::size_t limit = 50;             // clamped to 1..kMaxPageLimit
+  bool newest_first = true;
+};
+
+struct MessagePage {
+  std::vector<relay::QueuedMessage> messages; // recipients included
+  std::string next;                           // the `after` of the next page; empty: no more
+};
+
+// Messages per page at most.
+inline constexpr std::size_t kMaxPageLimit = 500;
+// Index ranges one page may merge (docs/queue.md, "Listing the queue"): a query that needs more
+// (many tenants in scope and neither state nor route filtered) is refused as store.invalid.
+inline constexpr std::size_t kMaxListRanges = 1000;
+// Events per listMessageEvents call at most: more than a message's whole lifetime of attempts.
+inline constexpr std::size_t kMaxMessageEvents = 1000;
+
 // The tenants a scope names, as config::ApiToken::tenants does: std::nullopt for every tenant
 // ("*" alone), else the listed names in order, without duplicates and without "" (a message
 // without a tenant is visible only to "*"). An empty list, or "*" among other names, names no

@@ -164,7 +164,7 @@ struct QueueTables::Statements {
   Statement insert_body, insert_message, insert_recipient, insert_event;
   Statement mark_sending, select_message, select_recipients, update_recipient, update_message;
   Statement select_body, count_states, count_tenant_states, requeue_sending, select_expired,
-      select_active, select_active_recipients, list_events;
+      select_active, select_active_recipients, list_events, list_message_events;
   Statement select_key, upsert_key, purge_keys;
   Statement add_to_bucket, delete_empty_bucket, upsert_route_state, prune_ledger, select_ledger,
       select_route_states;
@@ -240,6 +240,9 @@ Result<std::unique_ptr<QueueTables>> QueueTables::create(SqliteDb db) {
       {&s.purge_keys, "DELETE FROM idempotency_keys WHERE (scope, key) IN ("
                       "SELECT scope, key FROM idempotency_keys WHERE created_ms <= ?1 "
                       "ORDER BY created_ms LIMIT ?2)"},
+      {&s.list_message_events,
+       "SELECT seq, id, type, time, queue_id, tenant, mailbox, data FROM events "
+       "WHERE queue_id = ?1 ORDER BY seq LIMIT ?2"},
       {&s.add_to_bucket,
        "INSERT INTO ledger (key, bucket_ms, count) VALUES (?1, ?2, max(?3, 0)) "
        "ON CONFLICT (key, bucket_ms) DO UPDATE SET count = max(ledger.count + ?3, 0)"},
@@ -262,6 +265,11 @@ Result<std::unique_ptr<QueueTables>> QueueTables::create(SqliteDb db) {
     }
     *stmt = std::move(*prepared);
   }
+  auto lister = MessageLister::create(t->db_);
+  if (!lister) {
+    return std::unexpected(std::move(lister.error()));
+  }
+  t->lister_.emplace(std::move(*lister));
   return t;
 }
 
@@ -781,16 +789,54 @@ Result<std::vector<QueuedMessage>> QueueTables::recover(int64_t now_ms) {
   return out;
 }
 
+namespace {
+StoredEvent readEvent(const Statement& s) {
+  return StoredEvent{s.int64(0), s.text(1), s.text(2), s.text(3),
+                     s.text(4),  s.text(5), s.text(6), s.text(7)};
+}
+} // namespace
+
 Result<std::vector<StoredEvent>> QueueTables::listEvents(int64_t after_seq, size_t limit) {
   std::vector<StoredEvent> out;
   auto& s = st_->list_events;
   StatementScope scope(s);
   s.bind(1, after_seq).bind(2, static_cast<int64_t>(limit));
-  MG_TRY(forEachRow(s, [&] {
-    out.push_back(StoredEvent{s.int64(0), s.text(1), s.text(2), s.text(3), s.text(4), s.text(5),
-                              s.text(6), s.text(7)});
-  }));
+  MG_TRY(forEachRow(s, [&] { out.push_back(readEvent(s)); }));
   return out;
+}
+
+Result<std::vector<StoredEvent>> QueueTables::listMessageEvents(const std::string& queue_id,
+                                                                size_t limit) {
+  std::vector<StoredEvent> out;
+  if (queue_id.empty()) {
+    return out; // route events have no queue id; they belong to no message
+  }
+  auto& s = st_->list_message_events;
+  StatementScope scope(s);
+  s.bind(1, queue_id)
+      .bind(2, static_cast<int64_t>(std::clamp<size_t>(limit, 1, kMaxMessageEvents)));
+  MG_TRY(forEachRow(s, [&] { out.push_back(readEvent(s)); }));
+  return out;
+}
+
+Result<MessagePage> QueueTables::listMessages(const MessageQuery& q) {
+  auto ids = lister_->page(q);
+  if (!ids) {
+    return std::unexpected(std::move(ids.error()));
+  }
+  MessagePage page;
+  page.messages.reserve(ids->ids.size());
+  for (const auto& id : ids->ids) {
+    auto m = get(id);
+    if (!m) {
+      return std::unexpected(std::move(m.error()));
+    }
+    page.messages.push_back(std::move(*m));
+  }
+  if (ids->more) {
+    page.next = page.messages.back().id;
+  }
+  return page;
 }
 
 Result<void> QueueTables::addRouteEvent(const relay::EventRecord& event, int64_t now_ms) {

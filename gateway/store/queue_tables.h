@@ -5,6 +5,7 @@
 
 #include "base/error.h"
 #include "gateway/store/id_generator.h"
+#include "gateway/store/message_lister.h"
 #include "gateway/store/message_queries.h"
 #include "gateway/store/sqlite_db.h"
 #include "gateway/store/stored_event.h"
@@ -62,6 +63,10 @@ public:
   [[nodiscard]] Result<relay::QueueCounts> countsFor(const std::vector<std::string>& scope);
   [[nodiscard]] Result<std::vector<relay::QueuedMessage>> recover(int64_t now_ms);
   [[nodiscard]] Result<std::vector<StoredEvent>> listEvents(int64_t after_seq, size_t limit);
+  // SqliteQueueStore::listMessages and listMessageEvents.
+  [[nodiscard]] Result<MessagePage> listMessages(const MessageQuery& q);
+  [[nodiscard]] Result<std::vector<StoredEvent>> listMessageEvents(const std::string& queue_id,
+                                                                   size_t limit);
 
   // Routing state (relay::QueueStore's "routing state" section).
   [[nodiscard]] Result<void> saveRouteState(const relay::RouteStateRecord& state,
@@ -106,6 +111,7 @@ private:
   SqliteDb db_;
   IdGenerator ids_;
   std::unique_ptr<Statements> st_;
+  std::optional<MessageLister> lister_; // set by create(); uses db_, so it is declared after it
   size_t keys_written_ = 0;
 };
 

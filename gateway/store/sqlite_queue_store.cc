@@ -430,6 +430,19 @@ void SqliteQueueStore::counts(std::function<void(Result<relay::QueueCounts>)> do
   submitRead<relay::QueueCounts>(std::move(done), [](QueueTables& t) { return t.counts(); });
 }
 
+void SqliteQueueStore::listMessages(MessageQuery q, std::function<void(Result<MessagePage>)> done) {
+  submitRead<MessagePage>(std::move(done),
+                          [q = std::move(q)](QueueTables& t) { return t.listMessages(q); });
+}
+
+void SqliteQueueStore::listMessageEvents(
+    std::string queue_id, size_t limit,
+    std::function<void(Result<std::vector<StoredEvent>>)> done) {
+  submitRead<std::vector<StoredEvent>>(
+      std::move(done),
+      [id = std::move(queue_id), limit](QueueTables& t) { return t.listMessageEvents(id, limit); });
+}
+
 void SqliteQueueStore::countsFor(std::vector<std::string> tenants,
                                  std::function<void(Result<relay::QueueCounts>)> done) {
   submitRead<relay::QueueCounts>(std::move(done), [tenants = std::move(tenants)](QueueTables& t) {

@@ -125,6 +125,22 @@ public:
   void enqueueIdempotent(relay::NewMessage msg, IdempotencyKey key,
                          std::function<void(Result<EnqueueOutcome>)> done);
 
+  // One page of GET /v1/queue: the messages that match `q`, in id order (creation order; newest
+  // first unless q.newest_first is false), after q.after, at most q.limit (clamped to
+  // 1..kMaxPageLimit), recipients included. page.next is the `after` of the next page, empty when
+  // no further message matched. Every filter combination reads index ranges only, so a page
+  // costs O(limit + ranges) rows however long the queue (message_lister.h). A message that
+  // changes state between two pages may be missing from a state-filtered listing or, never,
+  // appear twice: the cursor is the id. Errors: store.invalid when the query would merge more
+  // than kMaxListRanges index ranges.
+  void listMessages(MessageQuery q, std::function<void(Result<MessagePage>)> done);
+
+  // A message's history for GET /v1/messages/{id}: its events, oldest first, at most `limit`
+  // (clamped to 1..kMaxMessageEvents). An unknown id has no events (an empty list, not an
+  // error: the API asks get() for the 404).
+  void listMessageEvents(std::string queue_id, size_t limit,
+                         std::function<void(Result<std::vector<StoredEvent>>)> done);
+
   // The counts of the messages of the tenants `tenants` names: {"*"} alone is every tenant (as
   // counts()), otherwise only the listed ones (a message without a tenant counts only under
   // "*"). Reads a few rows per tenant (message_counts), however long the queue.

@@ -1,15 +1,19 @@
-// What the control API reads and writes through the SQLite store: idempotent enqueue, counts
-// within a tenant scope, the schema 3 migration, and reads that cost no fsync and do not wait for
-// the write lock.
+// What the control API reads and writes through the SQLite store: idempotent enqueue, the queue
+// listing and its index plans, a message's history, counts within a tenant scope, the schema 3
+// migration, and reads that cost no fsync and do not wait for the write lock.
+#include "gateway/store/message_lister.h"
 #include "gateway/store/schema.h"
 #include "gateway/store/sqlite_db.h"
 #include "gateway/store/sqlite_queue_store.h"
 #include "tests/gateway/store/store_test_support.h"
 
+#include <algorithm>
 #include <array>
 #include <atomic>
+#include <cctype>
 #include <gtest/gtest.h>
 #include <optional>
+#include <set>
 #include <sqlite3.h>
 #include <string>
 #include <sys/wait.h>
@@ -215,6 +219,34 @@ protected:
   }
   std::atomic<int64_t> clock_ms_{kT0};
 
+  Result<MessagePage> list(SqliteQueueStore& s, MessageQuery q) {
+    return await<MessagePage>(q_, [&](auto done) { s.listMessages(std::move(q), done); });
+  }
+  // Every page of `q` from the start; fails the test on a page that breaks the paging rules.
+  std::vector<std::string> listAll(SqliteQueueStore& s, MessageQuery q) {
+    std::vector<std::string> ids;
+    const size_t limit = std::clamp<size_t>(q.limit, 1, kMaxPageLimit);
+    for (int pages = 0; pages < 100000; ++pages) {
+      auto page = list(s, q);
+      EXPECT_TRUE(page.has_value()) << (page ? "" : page.error().describe());
+      if (!page) {
+        break;
+      }
+      EXPECT_LE(page->messages.size(), limit);
+      for (const auto& m : page->messages) {
+        ids.push_back(m.id);
+      }
+      if (page->next.empty()) {
+        break;
+      }
+      // Only the last page is short, and `next` is where this one ended.
+      EXPECT_EQ(page->messages.size(), limit);
+      EXPECT_EQ(page->next, page->messages.back().id);
+      q.after = page->next;
+    }
+    return ids;
+  }
+
   Result<QueueCounts> countsFor(SqliteQueueStore& s, std::vector<std::string> tenants) {
     return await<QueueCounts>(q_, [&](auto done) { s.countsFor(std::move(tenants), done); });
   }
@@ -346,6 +378,23 @@ TEST_F(ControlApiStoreTest, ADatabaseFromSchemaVersion2IsMigrated) {
   expectCountersMatchRows();
   EXPECT_EQ(countsForOk(*store, {"*"}), counts(1, 0, 1, 2, 1));
   EXPECT_EQ(countsForOk(*store, {"acme"}), counts(1, 0, 0, 2, 0));
+  // The old rows are listed through the new indexes.
+  MessageQuery q;
+  q.tenants = {"acme"};
+  q.newest_first = false;
+  auto page = await<MessagePage>(q_, [&](auto done) { store->listMessages(q, done); });
+  ASSERT_TRUE(page.has_value());
+  ASSERT_EQ(page->messages.size(), 3u);
+  EXPECT_EQ(page->messages[0].id, "01OLD00000000000000000000A");
+  EXPECT_EQ(page->messages[2].id, "01OLD00000000000000000000C");
+  EXPECT_EQ(page->messages[0].recipients.size(), 1u);
+  q.tenants = {"*"};
+  q.mailbox = "REP1@acme.example";
+  q.state = MessageState::kFailed;
+  page = await<MessagePage>(q_, [&](auto done) { store->listMessages(q, done); });
+  ASSERT_TRUE(page.has_value());
+  ASSERT_EQ(page->messages.size(), 1u);
+  EXPECT_EQ(page->messages[0].id, "01OLD00000000000000000000E");
   // And follow changes to old rows.
   ASSERT_TRUE(markSending(*store, "01OLD00000000000000000000A", kT0).has_value());
   EXPECT_EQ(countsForOk(*store, {"acme"}), counts(0, 1, 0, 2, 0));
@@ -597,6 +646,331 @@ TEST_F(ControlApiStoreTest, AFailedEnqueueLeavesNoKey) {
   EXPECT_EQ(enqueueKeyedOk(*store, big, idemKey("big")).id, stored.id);
 }
 
+// EXPLAIN QUERY PLAN of `sql` on the store's schema, one detail line per row.
+std::vector<std::string> planOf(RawDb& raw, const std::string& sql) {
+  std::vector<std::string> out;
+  for (auto& row : raw.rows("EXPLAIN QUERY PLAN " + sql)) {
+    out.push_back(row.back());
+  }
+  return out;
+}
+
+TEST_F(ControlApiStoreTest, EveryListingStatementReadsAnIndexRange) {
+  { ASSERT_TRUE(open()); }
+  RawDb raw(dbFile());
+  for (const auto& sql : MessageLister::sqlTexts()) {
+    const auto plan = planOf(raw, sql);
+    ASSERT_EQ(plan.size(), 1u) << sql;
+    const std::string& step = plan[0];
+    EXPECT_EQ(step.find("TEMP B-TREE"), std::string::npos) << sql << ": " << step;
+    if (step.rfind("SCAN", 0) == 0) {
+      // Only the smallest route overall: the first entry of the index, one row read.
+      EXPECT_EQ(step, "SCAN messages USING COVERING INDEX messages_by_route") << sql;
+      EXPECT_NE(sql.find("LIMIT 1"), std::string::npos) << sql;
+    } else {
+      EXPECT_EQ(step.rfind("SEARCH messages USING ", 0), 0u) << sql << ": " << step;
+      const bool pk = step.find("PRIMARY KEY") != std::string::npos;
+      const bool covering = step.find("COVERING INDEX messages_by_") != std::string::npos;
+      EXPECT_TRUE(pk || covering) << sql << ": " << step;
+    }
+  }
+}
+
+// One message of the listing test, as the test expects to find it.
+struct Listed {
+  std::string id;
+  std::string tenant;
+  std::string mailbox;
+  std::string route;
+  MessageState state;
+};
+
+bool sameAscii(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+           return std::tolower(static_cast<unsigned char>(x)) ==
+                  std::tolower(static_cast<unsigned char>(y));
+         });
+}
+
+// The ids `q` should list, computed from the model.
+std::vector<std::string> expectedIds(const std::vector<Listed>& all, const MessageQuery& q) {
+  const auto scope = scopedTenants(q.tenants);
+  std::vector<std::string> out;
+  for (const auto& m : all) {
+    if (scope && std::find(scope->begin(), scope->end(), m.tenant) == scope->end()) {
+      continue;
+    }
+    if ((q.state && m.state != *q.state) || (!q.tenant.empty() && m.tenant != q.tenant) ||
+        (!q.mailbox.empty() && !sameAscii(m.mailbox, q.mailbox)) ||
+        (!q.route.empty() && m.route != q.route)) {
+      continue;
+    }
+    out.push_back(m.id);
+  }
+  std::sort(out.begin(), out.end());
+  if (q.newest_first) {
+    std::reverse(out.begin(), out.end());
+  }
+  return out;
+}
+
+class ListingTest : public ControlApiStoreTest {
+protected:
+  // 1,200 messages over three tenants (one of them empty), mailboxes that differ only in case,
+  // one mailbox under two tenants, three routes and all five states.
+  void SetUp() override {
+    store_ = open();
+    ASSERT_TRUE(store_);
+    struct Shape {
+      std::string tenant, mailbox;
+    };
+    const std::vector<Shape> shapes = {
+        {"acme", "rep1@acme.example"},
+        {"acme", "Rep1@ACME.example"},
+        {"acme", "rep2@acme.example"},
+        {"acme", ""},
+        {"globex", "rep1@acme.example"},
+        {"globex", "sales@globex.example"},
+        {"", ""},
+    };
+    const std::vector<std::string> routes = {"microsoft365", "relay-a", ""};
+    const std::vector<MessageState> states = {MessageState::kQueued, MessageState::kSending,
+                                              MessageState::kDeferred, MessageState::kSent,
+                                              MessageState::kFailed};
+    constexpr size_t kMessages = 1200;
+    all_.resize(kMessages);
+    size_t stored = 0;
+    for (size_t i = 0; i < kMessages; ++i) {
+      const Shape& shape = shapes[i % shapes.size()];
+      Listed& l = all_[i];
+      l.tenant = shape.tenant;
+      l.mailbox = shape.mailbox;
+      l.route = routes[(i / 7) % routes.size()];
+      l.state = states[(i / 3) % states.size()];
+      store_->enqueue(message(kT0 + static_cast<int64_t>(i), l.tenant, l.mailbox, l.route),
+                      [&, i](Result<std::string> r) {
+                        ASSERT_TRUE(r.has_value()) << r.error().describe();
+                        all_[i].id = *r;
+                        ++stored;
+                      });
+    }
+    ASSERT_TRUE(q_.runUntil([&] { return stored == kMessages; }));
+    // Then the delivery calls, all at once, so that they share batches.
+    size_t started = 0;
+    size_t wanted = 0;
+    for (const auto& l : all_) {
+      if (l.state != MessageState::kQueued) {
+        ++wanted;
+        store_->markSending(l.id, kT0 + kMinute,
+                            [&](Result<std::string> r) { started += r.has_value() ? 1 : 0; });
+      }
+    }
+    ASSERT_TRUE(q_.runUntil([&] { return started == wanted; }));
+    size_t recorded = 0;
+    wanted = 0;
+    for (const auto& l : all_) {
+      if (l.state == MessageState::kQueued || l.state == MessageState::kSending) {
+        continue;
+      }
+      AttemptOutcome o;
+      o.id = l.id;
+      o.now_ms = kT0 + 2 * kMinute;
+      o.next_attempt_ms = kT0 + 10 * kMinute;
+      const DeliveryResult each = l.state == MessageState::kSent     ? DeliveryResult::kSent
+                                  : l.state == MessageState::kFailed ? DeliveryResult::kPermFail
+                                                                     : DeliveryResult::kTempFail;
+      o.recipients = {{"bob@example.net", each, "reply"}, {"carol@example.org", each, "reply"}};
+      ++wanted;
+      store_->recordAttempt(o, [&, state = l.state](Result<QueuedMessage> r) {
+        EXPECT_TRUE(r.has_value() && r->state == state);
+        ++recorded;
+      });
+    }
+    ASSERT_TRUE(q_.runUntil([&] { return recorded == wanted; }));
+  }
+
+  std::unique_ptr<SqliteQueueStore> store_;
+  std::vector<Listed> all_;
+};
+
+TEST_F(ListingTest, EveryFilterPagesThroughEveryMessageInBothOrdersWithoutGapsOrRepeats) {
+  const std::vector<std::vector<std::string>> scopes = {{"*"}, {"acme"}, {"acme", "globex"}};
+  const std::vector<std::string> tenants = {"", "acme", "globex"};
+  const std::vector<std::string> mailboxes = {"", "REP1@acme.EXAMPLE", "sales@globex.example",
+                                              "nobody@example.net"};
+  const std::vector<std::string> routes = {"", "microsoft365", "relay-a"};
+  std::vector<std::optional<MessageState>> states = {std::nullopt};
+  for (auto st : {MessageState::kQueued, MessageState::kSending, MessageState::kDeferred,
+                  MessageState::kSent, MessageState::kFailed}) {
+    states.emplace_back(st);
+  }
+  size_t combinations = 0;
+  size_t listed = 0;
+  for (const auto& scope : scopes) {
+    for (const auto& tenant : tenants) {
+      for (const auto& mailbox : mailboxes) {
+        for (const auto& route : routes) {
+          for (const auto& state : states) {
+            for (bool newest_first : {true, false}) {
+              MessageQuery q;
+              q.tenants = scope;
+              q.tenant = tenant;
+              q.mailbox = mailbox;
+              q.route = route;
+              q.state = state;
+              q.newest_first = newest_first;
+              q.limit = combinations % 3 == 0 ? 500 : 37;
+              const auto expected = expectedIds(all_, q);
+              const auto got = listAll(*store_, q);
+              ASSERT_EQ(got, expected)
+                  << "scope " << scope.size() << " tenant '" << tenant << "' mailbox '" << mailbox
+                  << "' route '" << route << "' state "
+                  << (state ? std::string(toString(*state)) : "any") << " newest_first "
+                  << newest_first;
+              ++combinations;
+              listed += got.size();
+            }
+          }
+        }
+      }
+    }
+  }
+  EXPECT_EQ(combinations, 1296u);
+  EXPECT_GT(listed, 50'000u); // the combinations are not mostly empty
+}
+
+TEST_F(ListingTest, APageHoldsWholeMessagesAndLimitsAreClamped) {
+  MessageQuery q;
+  q.limit = 0; // 1
+  auto one = list(*store_, q);
+  ASSERT_TRUE(one.has_value());
+  ASSERT_EQ(one->messages.size(), 1u);
+  EXPECT_EQ(one->messages[0].id, all_.back().id); // newest first by default
+  EXPECT_EQ(one->next, all_.back().id);
+  ASSERT_EQ(one->messages[0].recipients.size(), 2u);
+  EXPECT_EQ(one->messages[0].recipients[0].address, "bob@example.net");
+  EXPECT_EQ(one->messages[0].tenant, all_.back().tenant);
+  EXPECT_EQ(one->messages[0].created_ms, kT0 + 1199);
+
+  q.limit = 100000; // 500
+  auto most = list(*store_, q);
+  ASSERT_TRUE(most.has_value());
+  EXPECT_EQ(most->messages.size(), kMaxPageLimit);
+  EXPECT_FALSE(most->next.empty());
+
+  // Every message in one pass, oldest first, one at a time.
+  q.limit = 1;
+  q.newest_first = false;
+  q.state = MessageState::kDeferred;
+  const auto deferred = listAll(*store_, q);
+  EXPECT_EQ(deferred, expectedIds(all_, q));
+  EXPECT_EQ(deferred.size(), 240u);
+
+  // A cursor from the other order, or one that names no message, still works as a bound.
+  q = MessageQuery{};
+  q.after = all_[600].id;
+  q.limit = 500;
+  auto older = list(*store_, q);
+  ASSERT_TRUE(older.has_value());
+  ASSERT_EQ(older->messages.size(), 500u);
+  EXPECT_EQ(older->messages.front().id, all_[599].id);
+  q.after = "zzzz";
+  q.limit = 1;
+  auto past_end = list(*store_, q);
+  ASSERT_TRUE(past_end.has_value());
+  EXPECT_EQ(past_end->messages.front().id, all_.back().id);
+}
+
+TEST_F(ListingTest, TheScopeDecidesWhatCanBeSeen) {
+  const auto count = [&](MessageQuery q) {
+    q.limit = 500;
+    return listAll(*store_, std::move(q)).size();
+  };
+  MessageQuery q;
+  EXPECT_EQ(count(q), 1200u);
+  q.tenants = {"acme"};
+  EXPECT_EQ(count(q), expectedIds(all_, q).size());
+  q.tenant = "globex"; // a filter outside the scope shows nothing
+  EXPECT_EQ(count(q), 0u);
+  q.tenants = {""}; // the empty tenant only under "*"
+  q.tenant.clear();
+  EXPECT_EQ(count(q), 0u);
+  q.tenants = {};
+  EXPECT_EQ(count(q), 0u);
+  q.tenants = {"*", "globex"}; // "*" among others is no wildcard
+  EXPECT_EQ(count(q), expectedIds(all_, q).size());
+  EXPECT_LT(count(q), 1200u);
+  q.tenants = {"*"};
+  q.tenant = "";
+  q.mailbox = "rep1@acme.example"; // under "*", both tenants that have this mailbox
+  const auto ids = listAll(*store_, q);
+  EXPECT_EQ(ids, expectedIds(all_, q));
+  std::set<std::string> seen;
+  for (const auto& l : all_) {
+    if (std::find(ids.begin(), ids.end(), l.id) != ids.end()) {
+      seen.insert(l.tenant);
+    }
+  }
+  EXPECT_EQ(seen, (std::set<std::string>{"acme", "globex"}));
+}
+
+TEST_F(ControlApiStoreTest, AListingThatWouldMergeTooManyRangesIsRefused) {
+  auto store = open();
+  ASSERT_TRUE(store);
+  // 201 tenants with one route each: 201 x 5 states = 1005 ranges without a state filter.
+  std::vector<std::string> tenants;
+  size_t stored = 0;
+  for (int i = 0; i < 201; ++i) {
+    tenants.push_back("t" + std::to_string(i));
+    store->enqueue(message(kT0, tenants.back()),
+                   [&](Result<std::string> r) { stored += r.has_value() ? 1 : 0; });
+  }
+  ASSERT_TRUE(q_.runUntil([&] { return stored == 201; }));
+  MessageQuery q;
+  q.tenants = tenants;
+  auto refused = list(*store, q);
+  ASSERT_FALSE(refused.has_value());
+  EXPECT_EQ(refused.error().code, "store.invalid");
+  EXPECT_FALSE(refused.error().hint.empty());
+  q.state = MessageState::kQueued; // 201 ranges
+  q.limit = 500;
+  EXPECT_EQ(listAll(*store, q).size(), 201u);
+}
+
+TEST_F(ControlApiStoreTest, AMessagesHistoryIsItsEventsOldestFirst) {
+  auto store = open();
+  ASSERT_TRUE(store);
+  const std::string id = enqueueOk(*store, message());
+  const std::string other = enqueueOk(*store, message());
+  moveTo(*store, id, MessageState::kDeferred);
+  ASSERT_TRUE(await<void>(q_, [&](auto done) {
+                store->recordEvent(relay::EventRecord{"route.failover", "acme", "", ""}, done);
+              }).has_value());
+  const auto history = [&](const std::string& queue_id, size_t limit) {
+    auto r = await<std::vector<StoredEvent>>(
+        q_, [&](auto done) { store->listMessageEvents(queue_id, limit, done); });
+    EXPECT_TRUE(r.has_value());
+    std::vector<std::string> types;
+    for (const auto& e : r.value_or(std::vector<StoredEvent>{})) {
+      EXPECT_EQ(e.queue_id, queue_id);
+      types.push_back(e.type);
+    }
+    return types;
+  };
+  EXPECT_EQ(history(id, 100),
+            (std::vector<std::string>{"message.queued", "message.sending", "message.deferred"}));
+  EXPECT_EQ(history(id, 2), (std::vector<std::string>{"message.queued", "message.sending"}));
+  EXPECT_EQ(history(id, 0), (std::vector<std::string>{"message.queued"})); // clamped to 1
+  EXPECT_EQ(history(other, 100), (std::vector<std::string>{"message.queued"}));
+  EXPECT_TRUE(history("01NOSUCHMESSAGE00000000000", 100).empty());
+  EXPECT_TRUE(history("", 100).empty()); // route events belong to no message
+  RawDb raw(dbFile());
+  EXPECT_EQ(
+      planOf(raw, "SELECT seq, id, type, time, queue_id, tenant, mailbox, data FROM events "
+                  "WHERE queue_id = ?1 ORDER BY seq LIMIT ?2"),
+      (std::vector<std::string>{"SEARCH events USING INDEX events_by_queue_id (queue_id=?)"}));
+}
+
 TEST_F(ControlApiStoreTest, ABatchOfReadsCostsNoFsync) {
   SyncCountingVfs vfs;
   {
@@ -619,7 +993,14 @@ TEST_F(ControlApiStoreTest, ABatchOfReadsCostsNoFsync) {
     store->loadBody(id, [&](Result<std::string> r) { count(r); });
     store->counts([&](Result<QueueCounts> r) { count(r); });
     store->listEvents(0, 10, [&](Result<std::vector<StoredEvent>> r) { count(r); });
-    ASSERT_TRUE(q_.runUntil([&] { return done == 4; }));
+    store->listMessages(MessageQuery{}, [&](Result<MessagePage> r) { count(r); });
+    MessageQuery filtered;
+    filtered.tenants = {"acme"};
+    filtered.mailbox = "rep1@acme.example";
+    store->listMessages(filtered, [&](Result<MessagePage> r) { count(r); });
+    store->listMessageEvents(id, 10, [&](Result<std::vector<StoredEvent>> r) { count(r); });
+    store->countsFor({"acme"}, [&](Result<QueueCounts> r) { count(r); });
+    ASSERT_TRUE(q_.runUntil([&] { return done == 8; }));
     EXPECT_EQ(vfs.syncs(), after_write);
     EXPECT_EQ(store->stats().commits, commits);
   }
