@@ -164,7 +164,7 @@ struct QueueTables::Statements {
   Statement insert_body, insert_message, insert_recipient, insert_event;
   Statement mark_sending, select_message, select_recipients, update_recipient, update_message;
   Statement select_body, count_states, count_tenant_states, requeue_sending, select_expired,
-      select_active, select_active_recipients, list_events, list_message_events;
+      select_active, select_active_recipients, list_events, list_message_events, max_event_seq;
   Statement select_key, upsert_key, purge_keys;
   Statement add_to_bucket, delete_empty_bucket, upsert_route_state, prune_ledger, select_ledger,
       select_route_states;
@@ -240,6 +240,7 @@ Result<std::unique_ptr<QueueTables>> QueueTables::create(SqliteDb db) {
       {&s.purge_keys, "DELETE FROM idempotency_keys WHERE (scope, key) IN ("
                       "SELECT scope, key FROM idempotency_keys WHERE created_ms <= ?1 "
                       "ORDER BY created_ms LIMIT ?2)"},
+      {&s.max_event_seq, "SELECT coalesce(max(seq), 0) FROM events"},
       {&s.list_message_events,
        "SELECT seq, id, type, time, queue_id, tenant, mailbox, data FROM events "
        "WHERE queue_id = ?1 ORDER BY seq LIMIT ?2"},
@@ -803,6 +804,16 @@ Result<std::vector<StoredEvent>> QueueTables::listEvents(int64_t after_seq, size
   s.bind(1, after_seq).bind(2, static_cast<int64_t>(limit));
   MG_TRY(forEachRow(s, [&] { out.push_back(readEvent(s)); }));
   return out;
+}
+
+Result<int64_t> QueueTables::maxEventSeq() {
+  auto& s = st_->max_event_seq;
+  StatementScope scope(s);
+  auto row = s.step();
+  if (!row) {
+    return std::unexpected(std::move(row.error()));
+  }
+  return *row ? s.int64(0) : 0;
 }
 
 Result<std::vector<StoredEvent>> QueueTables::listMessageEvents(const std::string& queue_id,

@@ -63,6 +63,8 @@ public:
   [[nodiscard]] Result<relay::QueueCounts> countsFor(const std::vector<std::string>& scope);
   [[nodiscard]] Result<std::vector<relay::QueuedMessage>> recover(int64_t now_ms);
   [[nodiscard]] Result<std::vector<StoredEvent>> listEvents(int64_t after_seq, size_t limit);
+  // The highest event seq in the database (0: none), as this transaction sees it.
+  [[nodiscard]] Result<int64_t> maxEventSeq();
   // SqliteQueueStore::listMessages and listMessageEvents.
   [[nodiscard]] Result<MessagePage> listMessages(const MessageQuery& q);
   [[nodiscard]] Result<std::vector<StoredEvent>> listMessageEvents(const std::string& queue_id,

@@ -111,12 +111,12 @@ template <typename T, typename Work> struct SqliteQueueStore::TypedOp final : Op
 
 SqliteQueueStore::SqliteQueueStore(Key, std::string path, PostFn post, size_t batch_max,
                                    std::chrono::milliseconds idempotency_ttl,
-                                   std::function<int64_t()> clock,
+                                   std::function<int64_t()> clock, int64_t last_event_seq,
                                    std::unique_ptr<QueueTables> tables)
     : path_(std::move(path)), post_(std::move(post)), batch_max_(batch_max),
       idempotency_ttl_ms_(idempotency_ttl.count()),
       clock_(clock ? std::move(clock) : std::function<int64_t()>(&wallClockMs)),
-      tables_(std::move(tables)) {
+      tables_(std::move(tables)), last_event_seq_(last_event_seq) {
   thread_ = std::thread([this] { storageLoop(); });
 }
 
@@ -227,6 +227,13 @@ SqliteQueueStore::BatchResult SqliteQueueStore::tryBatch(std::vector<std::unique
     if (out.wrote) {
       if (auto r = tidy(t); !r) {
         out.lost = r.error();
+      }
+    }
+    if (out.wrote && !out.lost) {
+      // What the commit below makes visible. Should this read fail, lastEventSeq() lags until
+      // the next writing batch, which is no reason to lose this one.
+      if (auto seq = t.maxEventSeq(); seq) {
+        out.max_event_seq = *seq;
       }
     }
   }
@@ -355,6 +362,9 @@ void SqliteQueueStore::runBatch(std::vector<std::unique_ptr<Op>>& batch) {
       commits_.fetch_add(1, std::memory_order_relaxed);
     }
     committed_ops_.fetch_add(ok, std::memory_order_relaxed);
+    if (result.max_event_seq && *result.max_event_seq > last_event_seq_.load()) {
+      last_event_seq_.store(*result.max_event_seq, std::memory_order_release);
+    }
   }
   // One post per batch: one loop wake-up however many messages shared the fsync.
   complete(batch);
@@ -546,9 +556,13 @@ Result<std::unique_ptr<SqliteQueueStore>> openSqliteQueueStore(SqliteStoreOption
       return std::unexpected(std::move(r.error()));
     }
   }
+  auto last_event_seq = (*tables)->maxEventSeq();
+  if (!last_event_seq) {
+    return std::unexpected(std::move(last_event_seq.error()));
+  }
   return std::make_unique<SqliteQueueStore>(
       SqliteQueueStore::Key{}, std::move(path), std::move(options.post), options.batch_max,
-      options.idempotency_ttl, std::move(options.clock), std::move(*tables));
+      options.idempotency_ttl, std::move(options.clock), *last_event_seq, std::move(*tables));
 }
 
 } // namespace mailgate::store

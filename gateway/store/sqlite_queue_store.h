@@ -147,6 +147,14 @@ public:
   void countsFor(std::vector<std::string> tenants,
                  std::function<void(Result<relay::QueueCounts>)> done);
 
+  // The highest seq of a committed event: read from the database at open, raised after each
+  // commit that added events and before that batch's completions are posted (so a completion
+  // already sees its own events counted). Never ahead of what listEvents can return. Any
+  // thread; one atomic load. For the /v1/events feed, to know when to call listEvents.
+  [[nodiscard]] int64_t lastEventSeq() const {
+    return last_event_seq_.load(std::memory_order_acquire);
+  }
+
   // Outbox events with seq > after_seq, oldest first, at most `limit`.
   void listEvents(int64_t after_seq, size_t limit,
                   std::function<void(Result<std::vector<StoredEvent>>)> done);
@@ -186,7 +194,7 @@ private:
 public:
   SqliteQueueStore(Key, std::string path, PostFn post, size_t batch_max,
                    std::chrono::milliseconds idempotency_ttl, std::function<int64_t()> clock,
-                   std::unique_ptr<QueueTables> tables);
+                   int64_t last_event_seq, std::unique_ptr<QueueTables> tables);
 
 private:
   template <typename T, typename Work>
@@ -205,6 +213,7 @@ private:
     std::optional<Error> lost;     // set when nothing of the transaction was stored
     std::optional<size_t> culprit; // the operation whose failure rolled the transaction back
     bool wrote = false;            // the committed transaction changed rows (it cost an fsync)
+    std::optional<int64_t> max_event_seq; // the highest event seq once it is committed
   };
   // One transaction over the operations not skipped.
   BatchResult tryBatch(std::vector<std::unique_ptr<Op>>& batch, const std::vector<bool>& skip);
@@ -228,6 +237,7 @@ private:
   std::atomic<uint64_t> committed_ops_{0};
   std::atomic<uint64_t> failed_batches_{0};
   std::atomic<uint64_t> max_batch_{0};
+  std::atomic<int64_t> last_event_seq_{0};
 
   std::thread thread_; // last: started once everything above exists
 };

@@ -1,6 +1,7 @@
 // What the control API reads and writes through the SQLite store: idempotent enqueue, the queue
 // listing and its index plans, a message's history, counts within a tenant scope, the schema 3
-// migration, and reads that cost no fsync and do not wait for the write lock.
+// migration, the new-events signal, and reads that cost no fsync and do not wait for the write
+// lock.
 #include "gateway/store/message_lister.h"
 #include "gateway/store/schema.h"
 #include "gateway/store/sqlite_db.h"
@@ -969,6 +970,86 @@ TEST_F(ControlApiStoreTest, AMessagesHistoryIsItsEventsOldestFirst) {
       planOf(raw, "SELECT seq, id, type, time, queue_id, tenant, mailbox, data FROM events "
                   "WHERE queue_id = ?1 ORDER BY seq LIMIT ?2"),
       (std::vector<std::string>{"SEARCH events USING INDEX events_by_queue_id (queue_id=?)"}));
+}
+
+TEST_F(ControlApiStoreTest, LastEventSeqMovesOnlyAfterACommitThatAddedEvents) {
+  auto store = open();
+  ASSERT_TRUE(store);
+  EXPECT_EQ(store->lastEventSeq(), 0);
+  RawDb raw(dbFile());
+  const auto maxSeq = [&] {
+    return std::stoll(raw.scalar("SELECT coalesce(max(seq), 0) FROM events"));
+  };
+
+  // Raised before the completion runs: the caller already sees its own event counted.
+  std::optional<int64_t> seen_in_completion;
+  std::string id;
+  store->enqueue(message(), [&](Result<std::string> r) {
+    id = r.value_or("");
+    seen_in_completion = store->lastEventSeq();
+  });
+  ASSERT_TRUE(q_.runUntil([&] { return seen_in_completion.has_value(); }));
+  EXPECT_EQ(*seen_in_completion, maxSeq());
+  EXPECT_EQ(*seen_in_completion, 1);
+
+  // Not while the commit waits: an operator's shell holds the write lock.
+  ASSERT_EQ(raw.exec("BEGIN IMMEDIATE"), SQLITE_OK);
+  std::optional<Result<std::string>> sending;
+  store->markSending(id, kT0 + 1, [&](Result<std::string> r) { sending = std::move(r); });
+  while (store->stats().pending_ops != 0) {
+    std::this_thread::yield();
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_EQ(store->lastEventSeq(), 1);
+  ASSERT_EQ(raw.exec("ROLLBACK"), SQLITE_OK);
+  ASSERT_TRUE(q_.runUntil([&] { return sending.has_value(); }));
+  ASSERT_TRUE(sending->has_value());
+  EXPECT_EQ(store->lastEventSeq(), 2);
+
+  // Not by reads, nor by writes that failed or added no event.
+  ASSERT_TRUE(get(*store, id).has_value());
+  EXPECT_FALSE(markSending(*store, id, kT0 + 2).has_value()); // already sending
+  ASSERT_TRUE(
+      await<void>(q_, [&](auto done) { store->setMaxDbBytes(1024 * 1024, done); }).has_value());
+  NewMessage big = message();
+  big.body = std::string(2 * 1024 * 1024, 'x');
+  EXPECT_EQ(enqueue(*store, big).error().code, "store.full");
+  EXPECT_EQ(store->lastEventSeq(), 2);
+  EXPECT_EQ(maxSeq(), 2);
+
+  // Route events count too; and a reopened store starts from the database.
+  ASSERT_TRUE(await<void>(q_, [&](auto done) {
+                store->recordEvent(relay::EventRecord{"route.failover", "acme", "", ""}, done);
+              }).has_value());
+  EXPECT_EQ(store->lastEventSeq(), 3);
+  store.reset();
+  store = open();
+  ASSERT_TRUE(store);
+  EXPECT_EQ(store->lastEventSeq(), 3);
+}
+
+TEST_F(ControlApiStoreTest, LastEventSeqCanBeReadFromAnyThreadAndNeverGoesBack) {
+  auto store = open();
+  ASSERT_TRUE(store);
+  std::atomic<bool> stop{false};
+  std::atomic<bool> went_back{false};
+  std::thread reader([&] {
+    int64_t last = 0;
+    while (!stop.load()) {
+      const int64_t now = store->lastEventSeq();
+      went_back = went_back || now < last;
+      last = now;
+    }
+  });
+  size_t stored = 0;
+  for (int i = 0; i < 300; ++i) {
+    store->enqueue(message(), [&](Result<std::string> r) { stored += r.has_value() ? 1 : 0; });
+  }
+  ASSERT_TRUE(q_.runUntil([&] { return stored == 300; }));
+  stop = true;
+  reader.join();
+  EXPECT_FALSE(went_back.load());
+  EXPECT_EQ(store->lastEventSeq(), 300);
 }
 
 TEST_F(ControlApiStoreTest, ABatchOfReadsCostsNoFsync) {
