@@ -4,6 +4,7 @@
 
 #include "relay/queue_store.h"
 
+#include <cstddef>
 #include <optional>
 #include <string>
 #include <vector>

@@ -70,7 +70,8 @@ struct SqliteStoreOptions {
   // it: an older key is forgotten, and the same key then makes a new message.
   std::chrono::milliseconds idempotency_ttl = std::chrono::hours(24);
   // Wall-clock milliseconds since the epoch; empty: the system clock. Decides which idempotency
-  // keys are old enough to purge (tests inject one).
+  // keys are old enough to purge. Keys are stamped with NewMessage::now_ms, so callers must pass
+  // the same clock there (the daemon does); tests that use made-up times inject one here.
   std::function<int64_t()> clock;
 };
 
@@ -130,9 +131,9 @@ public:
   // 1..kMaxPageLimit), recipients included. page.next is the `after` of the next page, empty when
   // no further message matched. Every filter combination reads index ranges only, so a page
   // costs O(limit + ranges) rows however long the queue (message_lister.h). A message that
-  // changes state between two pages may be missing from a state-filtered listing or, never,
-  // appear twice: the cursor is the id. Errors: store.invalid when the query would merge more
-  // than kMaxListRanges index ranges.
+  // changes state between two pages may drop out of a state-filtered listing; none appears
+  // twice (the cursor is the id). Errors: store.invalid when the query would merge more than
+  // kMaxListRanges index ranges.
   void listMessages(MessageQuery q, std::function<void(Result<MessagePage>)> done);
 
   // A message's history for GET /v1/messages/{id}: its events, oldest first, at most `limit`

@@ -1055,7 +1055,7 @@ TEST_F(ControlApiStoreTest, LastEventSeqCanBeReadFromAnyThreadAndNeverGoesBack) 
 TEST_F(ControlApiStoreTest, ABatchOfReadsCostsNoFsync) {
   SyncCountingVfs vfs;
   {
-    auto store = open();
+    auto store = openWithClock();
     ASSERT_TRUE(store);
     const int before_write = vfs.syncs();
     const std::string id = enqueueOk(*store, message());
@@ -1084,6 +1084,17 @@ TEST_F(ControlApiStoreTest, ABatchOfReadsCostsNoFsync) {
     ASSERT_TRUE(q_.runUntil([&] { return done == 8; }));
     EXPECT_EQ(vfs.syncs(), after_write);
     EXPECT_EQ(store->stats().commits, commits);
+
+    // Nor does a write that changed nothing: refused, or a replay of an idempotency key.
+    EXPECT_EQ(await<QueuedMessage>(
+                  q_, [&](auto d) { store->retryNow("01NOSUCHMESSAGE00000000000", kT0, "ops", d); })
+                  .error()
+                  .code,
+              "store.not_found");
+    const std::string keyed = enqueueKeyedOk(*store, message(), idemKey()).id;
+    const int after_keyed = vfs.syncs();
+    EXPECT_EQ(enqueueKeyedOk(*store, message(), idemKey()).id, keyed);
+    EXPECT_EQ(vfs.syncs(), after_keyed);
   }
 }
 
