@@ -1,6 +1,7 @@
 #include "gateway/store/queue_tables.h"
 
 #include "gateway/store/json_writer.h"
+#include "gateway/store/message_queries.h"
 
 #include <algorithm>
 #include <chrono>
@@ -159,11 +160,12 @@ void writeRecipients(JsonWriter& w, const QueuedMessage& m, const std::vector<si
 } // namespace
 
 struct QueueTables::Statements {
-  Statement begin, commit, rollback, savepoint, release, rollback_to;
+  Statement begin, begin_read, commit, rollback, savepoint, release, rollback_to;
   Statement insert_body, insert_message, insert_recipient, insert_event;
   Statement mark_sending, select_message, select_recipients, update_recipient, update_message;
-  Statement select_body, count_states, requeue_sending, select_expired, select_active,
-      select_active_recipients, list_events;
+  Statement select_body, count_states, count_tenant_states, requeue_sending, select_expired,
+      select_active, select_active_recipients, list_events, list_message_events, max_event_seq;
+  Statement select_key, upsert_key, purge_keys;
   Statement add_to_bucket, delete_empty_bucket, upsert_route_state, prune_ledger, select_ledger,
       select_route_states;
 };
@@ -179,6 +181,7 @@ Result<std::unique_ptr<QueueTables>> QueueTables::create(SqliteDb db) {
   auto& s = *t->st_;
   const std::pair<Statement*, std::string> sql[] = {
       {&s.begin, "BEGIN IMMEDIATE"},
+      {&s.begin_read, "BEGIN DEFERRED"},
       {&s.commit, "COMMIT"},
       {&s.rollback, "ROLLBACK"},
       {&s.savepoint, "SAVEPOINT op"},
@@ -210,7 +213,8 @@ Result<std::unique_ptr<QueueTables>> QueueTables::create(SqliteDb db) {
        "route = ?6, route_pinned = ?7, writeback = ?8 WHERE id = ?1"},
       {&s.select_body,
        "SELECT b.data FROM messages m JOIN bodies b ON b.body_id = m.body_id WHERE m.id = ?"},
-      {&s.count_states, "SELECT state, count(*) FROM messages GROUP BY state"},
+      {&s.count_states, "SELECT state, sum(n) FROM message_counts GROUP BY state"},
+      {&s.count_tenant_states, "SELECT state, n FROM message_counts WHERE tenant = ?"},
       {&s.requeue_sending,
        "UPDATE messages SET state = 'queued', next_attempt_ms = ?1, updated_ms = ?1, "
        "route_pinned = iif(route = '', route_pinned, 1) "
@@ -227,6 +231,19 @@ Result<std::unique_ptr<QueueTables>> QueueTables::create(SqliteDb db) {
        "ORDER BY r.message, r.idx"},
       {&s.list_events, "SELECT seq, id, type, time, queue_id, tenant, mailbox, data FROM events "
                        "WHERE seq > ? ORDER BY seq LIMIT ?"},
+      {&s.select_key, "SELECT fingerprint, message, created_ms FROM idempotency_keys "
+                      "WHERE scope = ?1 AND key = ?2"},
+      {&s.upsert_key, "INSERT INTO idempotency_keys (scope, key, fingerprint, message, created_ms) "
+                      "VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (scope, key) DO UPDATE SET "
+                      "fingerprint = excluded.fingerprint, message = excluded.message, "
+                      "created_ms = excluded.created_ms"},
+      {&s.purge_keys, "DELETE FROM idempotency_keys WHERE (scope, key) IN ("
+                      "SELECT scope, key FROM idempotency_keys WHERE created_ms <= ?1 "
+                      "ORDER BY created_ms LIMIT ?2)"},
+      {&s.max_event_seq, "SELECT coalesce(max(seq), 0) FROM events"},
+      {&s.list_message_events,
+       "SELECT seq, id, type, time, queue_id, tenant, mailbox, data FROM events "
+       "WHERE queue_id = ?1 ORDER BY seq LIMIT ?2"},
       {&s.add_to_bucket,
        "INSERT INTO ledger (key, bucket_ms, count) VALUES (?1, ?2, max(?3, 0)) "
        "ON CONFLICT (key, bucket_ms) DO UPDATE SET count = max(ledger.count + ?3, 0)"},
@@ -249,6 +266,11 @@ Result<std::unique_ptr<QueueTables>> QueueTables::create(SqliteDb db) {
     }
     *stmt = std::move(*prepared);
   }
+  auto lister = MessageLister::create(t->db_);
+  if (!lister) {
+    return std::unexpected(std::move(lister.error()));
+  }
+  t->lister_.emplace(std::move(*lister));
   return t;
 }
 
@@ -260,7 +282,11 @@ Result<void> runReset(Statement& s) {
 } // namespace
 
 Result<void> QueueTables::begin() {
+  keys_written_ = 0;
   return runReset(st_->begin);
+}
+Result<void> QueueTables::beginRead() {
+  return runReset(st_->begin_read);
 }
 Result<void> QueueTables::commit() {
   return runReset(st_->commit);
@@ -339,6 +365,60 @@ Result<std::string> QueueTables::enqueue(const relay::NewMessage& msg) {
   w.endObject();
   MG_TRY(addEvent("message.queued", msg.now_ms, m, w.str()));
   return m.id;
+}
+
+Result<EnqueueOutcome> QueueTables::enqueueIdempotent(const relay::NewMessage& msg,
+                                                      const IdempotencyKey& key, int64_t ttl_ms) {
+  if (key.key.empty() || key.key.size() > kMaxIdempotencyKeyBytes) {
+    return fail("store.invalid", fmt::format("an Idempotency-Key must have 1 to {} bytes, not {}",
+                                             kMaxIdempotencyKeyBytes, key.key.size()));
+  }
+  {
+    auto& s = st_->select_key;
+    StatementScope scope(s);
+    s.bind(1, key.scope).bind(2, key.key);
+    auto row = s.step();
+    if (!row) {
+      return std::unexpected(std::move(row.error()));
+    }
+    // A key first used ttl_ms ago or earlier is forgotten: it is replaced below.
+    if (*row && msg.now_ms - s.int64(2) < ttl_ms) {
+      const int64_t first_ms = s.int64(2);
+      if (s.text(0) != key.fingerprint) {
+        return fail("store.idempotency_mismatch",
+                    fmt::format("Idempotency-Key \"{}\" was first used at {} for a different "
+                                "request; nothing was stored",
+                                key.key, formatRfc3339(first_ms)),
+                    "use a new Idempotency-Key for every distinct message, and send a key again "
+                    "only to retry the same request");
+      }
+      const std::string id = s.text(1);
+      s.reset();
+      auto m = get(id);
+      if (!m) {
+        return std::unexpected(std::move(m.error()));
+      }
+      return EnqueueOutcome{id, true, std::move(*m)};
+    }
+  }
+  auto id = enqueue(msg);
+  if (!id) {
+    return std::unexpected(std::move(id.error()));
+  }
+  auto& s = st_->upsert_key;
+  StatementScope scope(s);
+  s.bind(1, key.scope).bind(2, key.key).bind(3, key.fingerprint).bind(4, *id).bind(5, msg.now_ms);
+  MG_TRY(s.run());
+  ++keys_written_;
+  return EnqueueOutcome{std::move(*id), false, {}};
+}
+
+Result<size_t> QueueTables::purgeIdempotencyKeys(int64_t cutoff_ms, size_t max) {
+  auto& s = st_->purge_keys;
+  StatementScope scope(s);
+  s.bind(1, cutoff_ms).bind(2, static_cast<int64_t>(max));
+  MG_TRY(s.run());
+  return static_cast<size_t>(db_.changes());
 }
 
 Result<QueuedMessage> QueueTables::get(const std::string& id) {
@@ -610,30 +690,52 @@ Result<std::string> QueueTables::loadBody(const std::string& id) {
   return s.blob(0);
 }
 
+namespace {
+// Adds the (state, count) rows of `s` to `c`.
+Result<void> addCounts(Statement& s, relay::QueueCounts& c) {
+  return forEachRow(s, [&] {
+    const auto n = static_cast<uint64_t>(std::max<int64_t>(s.int64(1), 0));
+    switch (parseState(s.text(0))) {
+    case MessageState::kQueued:
+      c.queued += n;
+      break;
+    case MessageState::kSending:
+      c.sending += n;
+      break;
+    case MessageState::kSent:
+      c.sent += n;
+      break;
+    case MessageState::kDeferred:
+      c.deferred += n;
+      break;
+    case MessageState::kFailed:
+      c.failed += n;
+      break;
+    }
+  });
+}
+} // namespace
+
 Result<relay::QueueCounts> QueueTables::counts() {
   relay::QueueCounts c;
   auto& s = st_->count_states;
   StatementScope scope(s);
-  MG_TRY(forEachRow(s, [&] {
-    const auto n = static_cast<uint64_t>(s.int64(1));
-    switch (parseState(s.text(0))) {
-    case MessageState::kQueued:
-      c.queued = n;
-      break;
-    case MessageState::kSending:
-      c.sending = n;
-      break;
-    case MessageState::kSent:
-      c.sent = n;
-      break;
-    case MessageState::kDeferred:
-      c.deferred = n;
-      break;
-    case MessageState::kFailed:
-      c.failed = n;
-      break;
-    }
-  }));
+  MG_TRY(addCounts(s, c));
+  return c;
+}
+
+Result<relay::QueueCounts> QueueTables::countsFor(const std::vector<std::string>& scope) {
+  const auto tenants = scopedTenants(scope);
+  if (!tenants) {
+    return counts();
+  }
+  relay::QueueCounts c;
+  auto& s = st_->count_tenant_states;
+  for (const auto& tenant : *tenants) {
+    StatementScope reset(s);
+    s.bind(1, tenant);
+    MG_TRY(addCounts(s, c));
+  }
   return c;
 }
 
@@ -688,16 +790,64 @@ Result<std::vector<QueuedMessage>> QueueTables::recover(int64_t now_ms) {
   return out;
 }
 
+namespace {
+StoredEvent readEvent(const Statement& s) {
+  return StoredEvent{s.int64(0), s.text(1), s.text(2), s.text(3),
+                     s.text(4),  s.text(5), s.text(6), s.text(7)};
+}
+} // namespace
+
 Result<std::vector<StoredEvent>> QueueTables::listEvents(int64_t after_seq, size_t limit) {
   std::vector<StoredEvent> out;
   auto& s = st_->list_events;
   StatementScope scope(s);
   s.bind(1, after_seq).bind(2, static_cast<int64_t>(limit));
-  MG_TRY(forEachRow(s, [&] {
-    out.push_back(StoredEvent{s.int64(0), s.text(1), s.text(2), s.text(3), s.text(4), s.text(5),
-                              s.text(6), s.text(7)});
-  }));
+  MG_TRY(forEachRow(s, [&] { out.push_back(readEvent(s)); }));
   return out;
+}
+
+Result<int64_t> QueueTables::maxEventSeq() {
+  auto& s = st_->max_event_seq;
+  StatementScope scope(s);
+  auto row = s.step();
+  if (!row) {
+    return std::unexpected(std::move(row.error()));
+  }
+  return *row ? s.int64(0) : 0;
+}
+
+Result<std::vector<StoredEvent>> QueueTables::listMessageEvents(const std::string& queue_id,
+                                                                size_t limit) {
+  std::vector<StoredEvent> out;
+  if (queue_id.empty()) {
+    return out; // route events have no queue id; they belong to no message
+  }
+  auto& s = st_->list_message_events;
+  StatementScope scope(s);
+  s.bind(1, queue_id)
+      .bind(2, static_cast<int64_t>(std::clamp<size_t>(limit, 1, kMaxMessageEvents)));
+  MG_TRY(forEachRow(s, [&] { out.push_back(readEvent(s)); }));
+  return out;
+}
+
+Result<MessagePage> QueueTables::listMessages(const MessageQuery& q) {
+  auto ids = lister_->page(q);
+  if (!ids) {
+    return std::unexpected(std::move(ids.error()));
+  }
+  MessagePage page;
+  page.messages.reserve(ids->ids.size());
+  for (const auto& id : ids->ids) {
+    auto m = get(id);
+    if (!m) {
+      return std::unexpected(std::move(m.error()));
+    }
+    page.messages.push_back(std::move(*m));
+  }
+  if (ids->more) {
+    page.next = page.messages.back().id;
+  }
+  return page;
 }
 
 Result<void> QueueTables::addRouteEvent(const relay::EventRecord& event, int64_t now_ms) {

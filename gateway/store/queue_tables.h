@@ -5,6 +5,8 @@
 
 #include "base/error.h"
 #include "gateway/store/id_generator.h"
+#include "gateway/store/message_lister.h"
+#include "gateway/store/message_queries.h"
 #include "gateway/store/sqlite_db.h"
 #include "gateway/store/stored_event.h"
 #include "relay/queue/delivery_rules.h"
@@ -27,6 +29,8 @@ public:
   // Transaction control. begin() takes the write lock at once (BEGIN IMMEDIATE), so waiting for
   // another process happens there and not half-way through a batch.
   [[nodiscard]] Result<void> begin();
+  // A read transaction (BEGIN DEFERRED): one snapshot, no write lock; commit() ends it.
+  [[nodiscard]] Result<void> beginRead();
   [[nodiscard]] Result<void> commit();
   void rollback();
   [[nodiscard]] Result<void> savepoint();
@@ -34,6 +38,14 @@ public:
   [[nodiscard]] Result<void> rollbackToSavepoint();
 
   [[nodiscard]] Result<std::string> enqueue(const relay::NewMessage& msg);
+  // SqliteQueueStore::enqueueIdempotent; a key is remembered for ttl_ms after msg.now_ms.
+  [[nodiscard]] Result<EnqueueOutcome> enqueueIdempotent(const relay::NewMessage& msg,
+                                                         const IdempotencyKey& key, int64_t ttl_ms);
+  // Deletes at most `max` idempotency keys first used at or before cutoff_ms, oldest first.
+  // Returns how many it deleted.
+  [[nodiscard]] Result<size_t> purgeIdempotencyKeys(int64_t cutoff_ms, size_t max);
+  // Idempotency keys written since begin(): sizes the purge of the same transaction.
+  [[nodiscard]] size_t keysWritten() const { return keys_written_; }
   // Also sets the route (unless start.route is empty) and applies start.charges.
   [[nodiscard]] Result<void> markSending(const std::string& id, int64_t now_ms,
                                          const relay::AttemptStart& start);
@@ -45,9 +57,18 @@ public:
                                                     const std::string& actor);
   [[nodiscard]] Result<std::string> loadBody(const std::string& id);
   [[nodiscard]] Result<relay::QueuedMessage> get(const std::string& id);
+  // From message_counts (kept by triggers): a few rows whatever the size of the queue.
   [[nodiscard]] Result<relay::QueueCounts> counts();
+  // The counts of the tenants `scope` names (scopedTenants()).
+  [[nodiscard]] Result<relay::QueueCounts> countsFor(const std::vector<std::string>& scope);
   [[nodiscard]] Result<std::vector<relay::QueuedMessage>> recover(int64_t now_ms);
   [[nodiscard]] Result<std::vector<StoredEvent>> listEvents(int64_t after_seq, size_t limit);
+  // The highest event seq in the database (0: none), as this transaction sees it.
+  [[nodiscard]] Result<int64_t> maxEventSeq();
+  // SqliteQueueStore::listMessages and listMessageEvents.
+  [[nodiscard]] Result<MessagePage> listMessages(const MessageQuery& q);
+  [[nodiscard]] Result<std::vector<StoredEvent>> listMessageEvents(const std::string& queue_id,
+                                                                   size_t limit);
 
   // Routing state (relay::QueueStore's "routing state" section).
   [[nodiscard]] Result<void> saveRouteState(const relay::RouteStateRecord& state,
@@ -92,6 +113,8 @@ private:
   SqliteDb db_;
   IdGenerator ids_;
   std::unique_ptr<Statements> st_;
+  std::optional<MessageLister> lister_; // set by create(); uses db_, so it is declared after it
+  size_t keys_written_ = 0;
 };
 
 } // namespace mailgate::store

@@ -100,6 +100,61 @@ CREATE TABLE route_state (
   updated_ms INTEGER NOT NULL
 ) WITHOUT ROWID;
 )sql"},
+    Migration{3, "control API: idempotency keys, listing indexes, counts per tenant", R"sql(
+-- POST /v1/messages with an Idempotency-Key: the key is written in the transaction that stores
+-- the message, so a retry finds it even after a crash. `scope` is the API token's name, so keys
+-- of different tokens never meet; rows older than the retention period are purged a few per
+-- write batch (idempotency_keys_by_age finds them).
+CREATE TABLE idempotency_keys (
+  scope       TEXT NOT NULL,
+  key         TEXT NOT NULL,
+  fingerprint TEXT NOT NULL,
+  message     TEXT NOT NULL,
+  created_ms  INTEGER NOT NULL,
+  PRIMARY KEY (scope, key)
+) WITHOUT ROWID;
+
+CREATE INDEX idempotency_keys_by_age ON idempotency_keys (created_ms);
+
+-- GET /v1/queue pages through messages in id order (ids sort by creation time). Every filter is
+-- an equality on a prefix of one of these indexes, with id last (a WITHOUT ROWID index ends in
+-- the primary key), so one page reads one index range per combination of the prefix's values;
+-- the store enumerates the few values of an unfiltered prefix column (docs/queue.md, "Listing").
+CREATE INDEX messages_by_route ON messages (route, state, id);
+CREATE INDEX messages_by_tenant ON messages (tenant, route, state, id);
+CREATE INDEX messages_by_mailbox ON messages (mailbox COLLATE NOCASE, tenant, route, state, id);
+
+-- Messages per tenant and state, kept by the triggers below in the transaction of every change,
+-- so counting a queue of millions reads a few rows. Rows that fall to 0 stay.
+CREATE TABLE message_counts (
+  tenant TEXT NOT NULL,
+  state  TEXT NOT NULL,
+  n      INTEGER NOT NULL,
+  PRIMARY KEY (tenant, state)
+) WITHOUT ROWID;
+
+INSERT INTO message_counts (tenant, state, n)
+  SELECT tenant, state, count(*) FROM messages GROUP BY tenant, state;
+
+CREATE TRIGGER messages_counted_on_insert AFTER INSERT ON messages
+BEGIN
+  INSERT INTO message_counts (tenant, state, n) VALUES (new.tenant, new.state, 1)
+    ON CONFLICT (tenant, state) DO UPDATE SET n = n + 1;
+END;
+
+CREATE TRIGGER messages_counted_on_update AFTER UPDATE OF state, tenant ON messages
+WHEN old.state <> new.state OR old.tenant <> new.tenant
+BEGIN
+  UPDATE message_counts SET n = n - 1 WHERE tenant = old.tenant AND state = old.state;
+  INSERT INTO message_counts (tenant, state, n) VALUES (new.tenant, new.state, 1)
+    ON CONFLICT (tenant, state) DO UPDATE SET n = n + 1;
+END;
+
+CREATE TRIGGER messages_counted_on_delete AFTER DELETE ON messages
+BEGIN
+  UPDATE message_counts SET n = n - 1 WHERE tenant = old.tenant AND state = old.state;
+END;
+)sql"},
 };
 
 Result<int> currentVersion(SqliteDb& db) {

@@ -25,6 +25,11 @@ namespace {
 constexpr int kWalAutocheckpointPages = 4096;
 // After a checkpoint the WAL file is truncated to this size instead of staying at its peak.
 constexpr int64_t kJournalSizeLimitBytes = 64LL * 1024 * 1024;
+// Expired idempotency keys deleted per writing batch: this many, plus two for every key the
+// batch wrote, so purging always outpaces new keys while one batch's extra work stays bounded
+// (at most 32 + 2 * batch_max index deletions).
+constexpr size_t kKeyPurgeBase = 32;
+constexpr size_t kKeyPurgePerKeyWritten = 2;
 
 int64_t wallClockMs() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -105,9 +110,13 @@ template <typename T, typename Work> struct SqliteQueueStore::TypedOp final : Op
 };
 
 SqliteQueueStore::SqliteQueueStore(Key, std::string path, PostFn post, size_t batch_max,
+                                   std::chrono::milliseconds idempotency_ttl,
+                                   std::function<int64_t()> clock, int64_t last_event_seq,
                                    std::unique_ptr<QueueTables> tables)
     : path_(std::move(path)), post_(std::move(post)), batch_max_(batch_max),
-      tables_(std::move(tables)) {
+      idempotency_ttl_ms_(idempotency_ttl.count()),
+      clock_(clock ? std::move(clock) : std::function<int64_t()>(&wallClockMs)),
+      tables_(std::move(tables)), last_event_seq_(last_event_seq) {
   thread_ = std::thread([this] { storageLoop(); });
 }
 
@@ -126,6 +135,13 @@ template <typename T, typename Work>
 void SqliteQueueStore::submit(std::function<void(Result<T>)> done, Work work, bool direct) {
   auto op = std::make_unique<TypedOp<T, Work>>(std::move(work), std::move(done));
   op->direct = direct;
+  push(std::move(op));
+}
+
+template <typename T, typename Work>
+void SqliteQueueStore::submitRead(std::function<void(Result<T>)> done, Work work) {
+  auto op = std::make_unique<TypedOp<T, Work>>(std::move(work), std::move(done));
+  op->read_only = true;
   push(std::move(op));
 }
 
@@ -207,6 +223,21 @@ SqliteQueueStore::BatchResult SqliteQueueStore::tryBatch(std::vector<std::unique
   }
   if (!out.lost) {
     out.wrote = t.db().totalChanges() != changes_before;
+    // Only a batch that writes anyway pays for the clean-up: a read-only one stays free.
+    if (out.wrote) {
+      if (auto r = tidy(t); !r) {
+        out.lost = r.error();
+      }
+    }
+    if (out.wrote && !out.lost) {
+      // What the commit below makes visible. Should this read fail, lastEventSeq() lags until
+      // the next writing batch, which is no reason to lose this one.
+      if (auto seq = t.maxEventSeq(); seq) {
+        out.max_event_seq = *seq;
+      }
+    }
+  }
+  if (!out.lost) {
     if (auto r = t.commit(); !r) {
       out.lost = r.error();
     }
@@ -217,7 +248,95 @@ SqliteQueueStore::BatchResult SqliteQueueStore::tryBatch(std::vector<std::unique
   return out;
 }
 
+void SqliteQueueStore::runReads(std::vector<std::unique_ptr<Op>>& reads) {
+  QueueTables& t = *tables_;
+  std::optional<Error> lost;
+  if (auto begun = t.beginRead(); !begun) {
+    lost = begun.error();
+  } else {
+    for (auto& op : reads) {
+      op->run(t);
+    }
+    // Ends the read transaction; it wrote nothing, so there is nothing to sync.
+    if (auto r = t.commit(); !r) {
+      lost = r.error();
+      t.rollback();
+    }
+  }
+  uint64_t ok = 0;
+  for (auto& op : reads) {
+    if (lost) {
+      op->fail(*lost);
+    } else {
+      ok += op->error() == nullptr ? 1 : 0;
+    }
+  }
+  if (lost) {
+    failed_batches_.fetch_add(1, std::memory_order_relaxed);
+  }
+  committed_ops_.fetch_add(ok, std::memory_order_relaxed);
+  complete(reads);
+}
+
+void SqliteQueueStore::complete(std::vector<std::unique_ptr<Op>>& ops) {
+  std::vector<std::function<void()>> completions;
+  completions.reserve(ops.size());
+  for (auto& op : ops) {
+    auto done = op->completion();
+    if (op->direct) {
+      done();
+    } else {
+      completions.push_back(std::move(done));
+    }
+  }
+  if (!completions.empty()) {
+    post_([cs = std::move(completions)]() mutable {
+      for (auto& c : cs) {
+        c();
+      }
+    });
+  }
+}
+
+Result<void> SqliteQueueStore::tidy(QueueTables& t) {
+  if (auto r = t.savepoint(); !r) {
+    return r;
+  }
+  const size_t budget = kKeyPurgeBase + kKeyPurgePerKeyWritten * t.keysWritten();
+  if (auto purged = t.purgeIdempotencyKeys(clock_() - idempotency_ttl_ms_, budget); !purged) {
+    if (t.db().autocommit()) {
+      return std::unexpected(purged.error());
+    }
+    // Not worth failing the batch for: the keys are purged by a later one.
+    if (auto r = t.rollbackToSavepoint(); !r) {
+      return r;
+    }
+  }
+  return t.release();
+}
+
 void SqliteQueueStore::runBatch(std::vector<std::unique_ptr<Op>>& batch) {
+  uint64_t seen = max_batch_.load(std::memory_order_relaxed);
+  while (batch.size() > seen &&
+         !max_batch_.compare_exchange_weak(seen, batch.size(), std::memory_order_relaxed)) {
+  }
+
+  // The reads at the head of the batch need neither the write lock nor the writes' fsync; a
+  // read behind a write stays in the write transaction, so completions keep their order.
+  size_t reads = 0;
+  while (reads < batch.size() && batch[reads]->read_only) {
+    ++reads;
+  }
+  if (reads > 0) {
+    std::vector<std::unique_ptr<Op>> head(std::make_move_iterator(batch.begin()),
+                                          std::make_move_iterator(batch.begin() + reads));
+    batch.erase(batch.begin(), batch.begin() + reads);
+    runReads(head);
+    if (batch.empty()) {
+      return;
+    }
+  }
+
   std::vector<bool> skip(batch.size(), false);
   BatchResult result = tryBatch(batch, skip);
   if (result.lost && result.culprit) {
@@ -243,36 +362,25 @@ void SqliteQueueStore::runBatch(std::vector<std::unique_ptr<Op>>& batch) {
       commits_.fetch_add(1, std::memory_order_relaxed);
     }
     committed_ops_.fetch_add(ok, std::memory_order_relaxed);
-  }
-  uint64_t seen = max_batch_.load(std::memory_order_relaxed);
-  while (batch.size() > seen &&
-         !max_batch_.compare_exchange_weak(seen, batch.size(), std::memory_order_relaxed)) {
-  }
-
-  // One post per batch: one loop wake-up however many messages shared the fsync.
-  std::vector<std::function<void()>> completions;
-  completions.reserve(batch.size());
-  for (auto& op : batch) {
-    auto complete = op->completion();
-    if (op->direct) {
-      complete();
-    } else {
-      completions.push_back(std::move(complete));
+    if (result.max_event_seq && *result.max_event_seq > last_event_seq_.load()) {
+      last_event_seq_.store(*result.max_event_seq, std::memory_order_release);
     }
   }
-  if (!completions.empty()) {
-    post_([cs = std::move(completions)]() mutable {
-      for (auto& c : cs) {
-        c();
-      }
-    });
-  }
+  // One post per batch: one loop wake-up however many messages shared the fsync.
+  complete(batch);
 }
 
 void SqliteQueueStore::enqueue(relay::NewMessage msg,
                                std::function<void(Result<std::string>)> done) {
   submit<std::string>(std::move(done),
                       [m = std::move(msg)](QueueTables& t) { return t.enqueue(m); });
+}
+
+void SqliteQueueStore::enqueueIdempotent(relay::NewMessage msg, IdempotencyKey key,
+                                         std::function<void(Result<EnqueueOutcome>)> done) {
+  submit<EnqueueOutcome>(std::move(done),
+                         [m = std::move(msg), k = std::move(key), ttl = idempotency_ttl_ms_](
+                             QueueTables& t) { return t.enqueueIdempotent(m, k, ttl); });
 }
 
 void SqliteQueueStore::markSending(std::string id, int64_t now_ms, relay::AttemptStart start,
@@ -319,22 +427,42 @@ void SqliteQueueStore::cancel(std::string id, int64_t now_ms, std::string actor,
 }
 
 void SqliteQueueStore::loadBody(std::string id, std::function<void(Result<std::string>)> done) {
-  submit<std::string>(std::move(done),
-                      [id = std::move(id)](QueueTables& t) { return t.loadBody(id); });
+  submitRead<std::string>(std::move(done),
+                          [id = std::move(id)](QueueTables& t) { return t.loadBody(id); });
 }
 
 void SqliteQueueStore::get(std::string id, std::function<void(Result<relay::QueuedMessage>)> done) {
-  submit<relay::QueuedMessage>(std::move(done),
-                               [id = std::move(id)](QueueTables& t) { return t.get(id); });
+  submitRead<relay::QueuedMessage>(std::move(done),
+                                   [id = std::move(id)](QueueTables& t) { return t.get(id); });
 }
 
 void SqliteQueueStore::counts(std::function<void(Result<relay::QueueCounts>)> done) {
-  submit<relay::QueueCounts>(std::move(done), [](QueueTables& t) { return t.counts(); });
+  submitRead<relay::QueueCounts>(std::move(done), [](QueueTables& t) { return t.counts(); });
+}
+
+void SqliteQueueStore::listMessages(MessageQuery q, std::function<void(Result<MessagePage>)> done) {
+  submitRead<MessagePage>(std::move(done),
+                          [q = std::move(q)](QueueTables& t) { return t.listMessages(q); });
+}
+
+void SqliteQueueStore::listMessageEvents(
+    std::string queue_id, size_t limit,
+    std::function<void(Result<std::vector<StoredEvent>>)> done) {
+  submitRead<std::vector<StoredEvent>>(
+      std::move(done),
+      [id = std::move(queue_id), limit](QueueTables& t) { return t.listMessageEvents(id, limit); });
+}
+
+void SqliteQueueStore::countsFor(std::vector<std::string> tenants,
+                                 std::function<void(Result<relay::QueueCounts>)> done) {
+  submitRead<relay::QueueCounts>(std::move(done), [tenants = std::move(tenants)](QueueTables& t) {
+    return t.countsFor(tenants);
+  });
 }
 
 void SqliteQueueStore::listEvents(int64_t after_seq, size_t limit,
                                   std::function<void(Result<std::vector<StoredEvent>>)> done) {
-  submit<std::vector<StoredEvent>>(std::move(done), [after_seq, limit](QueueTables& t) {
+  submitRead<std::vector<StoredEvent>>(std::move(done), [after_seq, limit](QueueTables& t) {
     return t.listEvents(after_seq, limit);
   });
 }
@@ -398,6 +526,9 @@ Result<std::unique_ptr<SqliteQueueStore>> openSqliteQueueStore(SqliteStoreOption
   if (options.batch_max == 0) {
     return fail("store.config", "batch_max must be at least 1");
   }
+  if (options.idempotency_ttl.count() <= 0) {
+    return fail("store.config", "idempotency_ttl must be positive");
+  }
   if (options.data_dir.empty()) {
     return fail("store.config", "node.data_dir is empty", "set node.data_dir in the config");
   }
@@ -425,9 +556,13 @@ Result<std::unique_ptr<SqliteQueueStore>> openSqliteQueueStore(SqliteStoreOption
       return std::unexpected(std::move(r.error()));
     }
   }
-  return std::make_unique<SqliteQueueStore>(SqliteQueueStore::Key{}, std::move(path),
-                                            std::move(options.post), options.batch_max,
-                                            std::move(*tables));
+  auto last_event_seq = (*tables)->maxEventSeq();
+  if (!last_event_seq) {
+    return std::unexpected(std::move(last_event_seq.error()));
+  }
+  return std::make_unique<SqliteQueueStore>(
+      SqliteQueueStore::Key{}, std::move(path), std::move(options.post), options.batch_max,
+      options.idempotency_ttl, std::move(options.clock), *last_event_seq, std::move(*tables));
 }
 
 } // namespace mailgate::store
