@@ -2,6 +2,8 @@
 
 #include "base/log.h"
 #include "config/loader.h"
+#include "gateway/api/api_server.h"
+#include "gateway/api/control_api.h"
 #include "gateway/store/sqlite_queue_store.h"
 #include "net/loop.h"
 #include "net/timer.h"
@@ -10,15 +12,25 @@
 
 #include <chrono>
 #include <csignal>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#ifndef MAILGATE_VERSION
+#define MAILGATE_VERSION "0.0.0"
+#endif
 
 namespace mailgate::gateway {
 
 namespace {
 
-// How long SIGTERM waits for SMTP sessions and delivery attempts in flight. Past it, whatever is
-// still sending is left `sending` in the store and goes out again after the next start
-// (at-least-once; docs/queue.md).
+// How long SIGTERM waits for SMTP sessions, API answers and delivery attempts in flight. Past
+// it, whatever is still sending is left `sending` in the store and goes out again after the next
+// start (at-least-once; docs/queue.md).
 constexpr std::chrono::seconds kDrainDeadline{60};
+
+// The largest request body the API takes: POST /v1/messages carries a whole message, as JSON
+// (base64 attachments grow by a third) or raw; everything else is small.
+constexpr std::size_t kApiBodyBytes = 1024 * 1024;
 
 int64_t wallClockMs() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -26,21 +38,62 @@ int64_t wallClockMs() {
       .count();
 }
 
+bool sameTls(const std::optional<config::TlsFiles>& a, const std::optional<config::TlsFiles>& b) {
+  if (a.has_value() != b.has_value()) {
+    return false;
+  }
+  return !a || (a->cert == b->cert && a->key == b->key);
+}
+
+// Keys that a running process cannot change: they only apply at the next start.
+std::vector<std::string> restartOnly(const config::Config& before, const config::Config& after) {
+  std::vector<std::string> out;
+  if (before.node.id != after.node.id) {
+    out.emplace_back("node.id");
+  }
+  if (before.node.data_dir != after.node.data_dir) {
+    out.emplace_back("node.data_dir");
+  }
+  if (before.storage.backend != after.storage.backend ||
+      before.storage.redis_url != after.storage.redis_url) {
+    out.emplace_back("storage");
+  }
+  if (!(before.listeners.smtp.address == after.listeners.smtp.address)) {
+    out.emplace_back("listeners.smtp.address");
+  }
+  if (!sameTls(before.listeners.smtp.tls, after.listeners.smtp.tls)) {
+    out.emplace_back("listeners.smtp.tls");
+  }
+  if (!(before.listeners.api.address == after.listeners.api.address)) {
+    out.emplace_back("listeners.api.address");
+  }
+  if (!sameTls(before.listeners.api.tls, after.listeners.api.tls)) {
+    out.emplace_back("listeners.api.tls");
+  }
+  return out;
+}
+
 } // namespace
 
 struct Daemon::Impl {
-  config::Config config;
+  std::shared_ptr<const config::Config> config;
+  // The configuration the components were built with; they keep references into it.
+  std::shared_ptr<const config::Config> first_config;
   std::string config_path;
   std::shared_ptr<spdlog::logger> log = logger("main");
   net::LoopPtr loop;
   std::unique_ptr<store::SqliteQueueStore> store;
   std::unique_ptr<relay::DeliveryEngine> delivery;
   std::unique_ptr<relay::SubmissionServer> smtp;
+  std::unique_ptr<api::ControlApi> control;
+  std::unique_ptr<api::ApiServer> api;
   net::TimerPtr drain_deadline;
   bool draining = false;
+  int64_t started_ms = 0;
 
   void onTerminate();
-  void onReload();
+  Result<api::ReloadReport> reload();
+  api::GatewayFigures figures() const;
   void finish();
 };
 
@@ -50,8 +103,11 @@ Daemon::~Daemon() = default;
 
 Result<std::unique_ptr<Daemon>> Daemon::create(config::Config config, std::string config_path) {
   auto impl = std::make_unique<Impl>();
-  impl->config = std::move(config);
+  impl->config = std::make_shared<const config::Config>(std::move(config));
+  impl->first_config = impl->config;
   impl->config_path = std::move(config_path);
+  impl->started_ms = wallClockMs();
+  const config::Config& cfg = *impl->first_config;
 
   auto loop = net::Loop::create();
   if (!loop) {
@@ -61,8 +117,8 @@ Result<std::unique_ptr<Daemon>> Daemon::create(config::Config config, std::strin
   net::Loop* loop_ptr = impl->loop.get();
 
   store::SqliteStoreOptions store_options;
-  store_options.data_dir = impl->config.node.data_dir;
-  store_options.batch_max = impl->config.queue.commit_batch_max;
+  store_options.data_dir = cfg.node.data_dir;
+  store_options.batch_max = cfg.queue.commit_batch_max;
   store_options.post = [loop_ptr](std::function<void()> fn) { loop_ptr->post(std::move(fn)); };
   auto store = store::openSqliteQueueStore(std::move(store_options));
   if (!store) {
@@ -75,42 +131,86 @@ Result<std::unique_ptr<Daemon>> Daemon::create(config::Config config, std::strin
     return std::unexpected(recovered.error());
   }
 
-  auto delivery = relay::DeliveryEngine::create(*impl->loop, impl->config, *impl->store);
+  auto delivery = relay::DeliveryEngine::create(*impl->loop, cfg, *impl->store);
   if (!delivery) {
     return std::unexpected(delivery.error());
   }
   impl->delivery = std::move(*delivery);
 
   relay::DeliveryEngine* engine = impl->delivery.get();
-  auto smtp = relay::SubmissionServer::create(
-      *impl->loop, impl->config, *impl->store,
-      [engine](relay::QueuedMessage msg) { engine->schedule(std::move(msg)); });
+  auto accepted = [engine](relay::QueuedMessage msg) { engine->schedule(std::move(msg)); };
+  auto smtp = relay::SubmissionServer::create(*impl->loop, cfg, *impl->store, accepted);
   if (!smtp) {
     return std::unexpected(smtp.error());
   }
   impl->smtp = std::move(*smtp);
+
+  Impl* raw = impl.get();
+  api::ControlApiDeps deps;
+  deps.loop = impl->loop.get();
+  deps.store = impl->store.get();
+  deps.delivery = engine;
+  deps.accepted = accepted;
+  deps.reload = [raw] { return raw->reload(); };
+  deps.figures = [raw] { return raw->figures(); };
+  deps.node_id = cfg.node.id;
+  deps.version = MAILGATE_VERSION;
+  impl->control = std::make_unique<api::ControlApi>(std::move(deps), impl->config);
+
+  api::ApiServerOptions api_options;
+  api_options.address =
+      net::Endpoint{cfg.listeners.api.address.host, cfg.listeners.api.address.port};
+  if (cfg.listeners.api.tls) {
+    api_options.tls_cert = cfg.listeners.api.tls->cert;
+    api_options.tls_key = cfg.listeners.api.tls->key;
+  }
+  api_options.http.max_body_bytes = kApiBodyBytes;
+  const std::size_t message_body =
+      static_cast<std::size_t>(cfg.listeners.smtp.max_message_bytes) / 3 * 4 + kApiBodyBytes;
+  api_options.http.body_limit = [message_body](std::string_view method, std::string_view path) {
+    return method == "POST" && path == "/v1/messages" ? message_body : kApiBodyBytes;
+  };
+  auto api = api::ApiServer::create(*impl->loop, std::move(api_options), impl->control->handler());
+  if (!api) {
+    return std::unexpected(api.error());
+  }
+  impl->api = std::move(*api);
 
   impl->log->info("{} unsent message(s) recovered from {}", recovered->size(), impl->store->path());
   for (auto& msg : *recovered) {
     impl->delivery->schedule(std::move(msg));
   }
 
-  Impl* raw = impl.get();
   for (int sig : {SIGTERM, SIGINT}) {
     if (auto r = impl->loop->onSignal(sig, [raw] { raw->onTerminate(); }); !r) {
       return std::unexpected(r.error());
     }
   }
-  if (auto r = impl->loop->onSignal(SIGHUP, [raw] { raw->onReload(); }); !r) {
+  if (auto r = impl->loop->onSignal(SIGHUP, [raw] { (void)raw->reload(); }); !r) {
     return std::unexpected(r.error());
   }
-  impl->log->info("SMTP submission on {}, relay default at {}",
-                  impl->config.listeners.smtp.address.str(), [&] {
-                    const auto* relay = impl->config.findRelay("default");
+  impl->log->info("SMTP submission on {}, control API on {}:{}, relay default at {}",
+                  cfg.listeners.smtp.address.str(), cfg.listeners.api.address.host,
+                  impl->api->port(), [&] {
+                    const auto* relay = cfg.findRelay("default");
                     return relay ? relay->server.host + ":" + std::to_string(relay->server.port)
                                  : std::string("(none)");
                   }());
   return std::make_unique<Daemon>(PrivateTag{}, std::move(impl));
+}
+
+api::GatewayFigures Daemon::Impl::figures() const {
+  api::GatewayFigures f;
+  f.smtp_sessions = smtp ? smtp->sessionCount() : 0;
+  if (api) {
+    f.api = api->stats();
+  }
+  if (store) {
+    f.store = store->stats();
+  }
+  f.draining = draining;
+  f.started_ms = started_ms;
+  return f;
 }
 
 void Daemon::Impl::onTerminate() {
@@ -118,7 +218,8 @@ void Daemon::Impl::onTerminate() {
     return;
   }
   draining = true;
-  log->info("draining: no new connections; finishing sessions and deliveries in flight");
+  log->info("draining: no new connections; finishing sessions, API answers and deliveries in "
+            "flight");
   drain_deadline = net::Timer::create(*loop);
   drain_deadline->start(kDrainDeadline, [this] {
     log->warn("drain deadline of {} s passed; stopping with work in flight (it is recovered at "
@@ -126,31 +227,51 @@ void Daemon::Impl::onTerminate() {
               kDrainDeadline.count());
     finish();
   });
-  smtp->drain([this] {
-    log->info("submission sessions finished");
+  // Both listeners drain side by side; delivery goes on until neither can add work.
+  auto listeners_left = std::make_shared<int>(2);
+  auto listener_done = [this, listeners_left] {
+    if (--*listeners_left > 0) {
+      return;
+    }
+    log->info("submission sessions and API connections finished");
     delivery->drain([this] {
       log->info("deliveries in flight finished");
       finish();
     });
-  });
+  };
+  control->drain();
+  api->drain(listener_done);
+  smtp->drain(listener_done);
 }
 
-void Daemon::Impl::onReload() {
-  // Applying a new configuration to live components is the control API's issue; until then a
-  // reload validates the file so the operator learns at once whether the next start will work.
+Result<api::ReloadReport> Daemon::Impl::reload() {
   auto fresh = config::loadFile(config_path);
   if (!fresh) {
     log->error("reload: {} is invalid; the running configuration stays:\n{}", config_path,
                fresh.error().message);
-    return;
+    return std::unexpected(Error(fresh.error().code, fresh.error().message,
+                                 "fix the file and reload again; nothing was changed"));
   }
-  log->warn("reload: {} is valid; changes take effect at the next restart (live reload is not "
-            "implemented yet)",
-            config_path);
+  auto next = std::make_shared<const config::Config>(std::move(*fresh));
+  api::ReloadReport report;
+  report.file = config_path;
+  report.restart_required = restartOnly(*config, *next);
+  setupLogging(next->log.level, next->log.format);
+  report.applied.emplace_back("log level and format");
+  control->reconfigure(next);
+  report.applied.emplace_back("listeners.api.tokens");
+  config = next;
+  log->info("reload: {} applied ({}){}", config_path, fmt::join(report.applied, "; "),
+            report.restart_required.empty()
+                ? std::string()
+                : fmt::format("; needs a restart: {}", fmt::join(report.restart_required, ", ")));
+  return report;
 }
 
 void Daemon::Impl::finish() {
   drain_deadline.reset();
+  api.reset();
+  control.reset();
   smtp.reset();
   delivery.reset();
   // Completes every store operation still queued; their completions run in one more loop turn.

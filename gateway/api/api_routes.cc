@@ -1,0 +1,111 @@
+#include "gateway/api/api_routes.h"
+
+namespace mailgate::api {
+
+namespace {
+
+int hexValue(char c) {
+  if (c >= '0' && c <= '9') {
+    return c - '0';
+  }
+  if (c >= 'a' && c <= 'f') {
+    return c - 'a' + 10;
+  }
+  if (c >= 'A' && c <= 'F') {
+    return c - 'A' + 10;
+  }
+  return -1;
+}
+
+// The next segment of `path` after position `pos` (which is at a '/').
+std::string_view nextSegment(std::string_view path, std::size_t& pos) {
+  const std::size_t start = pos + 1;
+  const std::size_t end = path.find('/', start);
+  pos = end == std::string_view::npos ? path.size() : end;
+  return path.substr(start, pos - start);
+}
+
+} // namespace
+
+std::optional<std::string> percentDecode(std::string_view text, bool plus_is_space) {
+  std::string out;
+  out.reserve(text.size());
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    char c = text[i];
+    if (c == '%') {
+      if (i + 2 >= text.size()) {
+        return std::nullopt;
+      }
+      const int hi = hexValue(text[i + 1]);
+      const int lo = hexValue(text[i + 2]);
+      if (hi < 0 || lo < 0) {
+        return std::nullopt;
+      }
+      c = static_cast<char>(hi * 16 + lo);
+      i += 2;
+    } else if (c == '+' && plus_is_space) {
+      c = ' ';
+    }
+    if (c == '\0' || c == '\r' || c == '\n') {
+      return std::nullopt;
+    }
+    out.push_back(c);
+  }
+  return out;
+}
+
+std::optional<PathParams> matchPath(std::string_view pattern, std::string_view path) {
+  if (pattern.empty() || path.empty() || pattern.front() != '/' || path.front() != '/') {
+    return std::nullopt;
+  }
+  PathParams params;
+  std::size_t pp = 0;
+  std::size_t sp = 0;
+  while (pp < pattern.size() && sp < path.size()) {
+    const std::string_view want = nextSegment(pattern, pp);
+    const std::string_view have = nextSegment(path, sp);
+    if (want.size() > 2 && want.front() == '{' && want.back() == '}') {
+      if (have.empty()) {
+        return std::nullopt;
+      }
+      auto decoded = percentDecode(have, false);
+      if (!decoded) {
+        return std::nullopt;
+      }
+      params.emplace_back(std::string(want.substr(1, want.size() - 2)), std::move(*decoded));
+    } else if (want != have) {
+      return std::nullopt;
+    }
+  }
+  if (pp != pattern.size() || sp != path.size()) {
+    return std::nullopt;
+  }
+  return params;
+}
+
+std::optional<std::vector<std::pair<std::string, std::string>>> parseQuery(std::string_view query) {
+  std::vector<std::pair<std::string, std::string>> out;
+  std::size_t pos = 0;
+  while (pos <= query.size() && !query.empty()) {
+    const std::size_t amp = query.find('&', pos);
+    const std::string_view item =
+        query.substr(pos, amp == std::string_view::npos ? std::string_view::npos : amp - pos);
+    if (!item.empty()) {
+      const std::size_t eq = item.find('=');
+      auto name = percentDecode(item.substr(0, eq), true);
+      auto value = percentDecode(
+          eq == std::string_view::npos ? std::string_view() : item.substr(eq + 1), true);
+      if (!name || !value) {
+        return std::nullopt;
+      }
+      out.emplace_back(std::move(*name), std::move(*value));
+    }
+    if (amp == std::string_view::npos) {
+      break;
+    }
+    pos = amp + 1;
+  }
+  return out;
+}
+
+} // namespace mailgate::api

@@ -1,0 +1,92 @@
+// The control API's endpoints (docs/api.md): authentication and roles, then one handler per
+// route, each a function of the request and the gateway's live state. Handlers never block: they
+// answer at once from memory (mailboxes, metrics, tenants) or after a store completion (messages,
+// queue) through HttpExchange.
+//
+// Threading: the loop thread only, like the components it reads. Lifetime: outlives the
+// ApiServer that calls it (the daemon destroys the server first); store completions hold the
+// API's state weakly, so an answer that arrives after destruction does nothing.
+#pragma once
+
+#include "base/error.h"
+#include "config/config.h"
+#include "gateway/api/api_server.h"
+#include "gateway/api/http_exchange.h"
+#include "gateway/store/sqlite_queue_store.h"
+#include "relay/queue_store.h"
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace mailgate::net {
+class Loop;
+}
+namespace mailgate::relay {
+class DeliveryEngine;
+}
+
+namespace mailgate::api {
+
+// What a reload did (POST /v1/config/reload, SIGHUP).
+struct ReloadReport {
+  std::string file;
+  std::vector<std::string> applied;          // sentences: "tenant acme: 1 mailbox added", ...
+  std::vector<std::string> restart_required; // keys that changed but only apply at a restart
+};
+
+// Live figures of the other components, for /v1/status and /metrics.
+struct GatewayFigures {
+  std::size_t smtp_sessions = 0;
+  ApiServerStats api;
+  store::StoreStats store;
+  bool draining = false;
+  int64_t started_ms = 0;
+};
+
+struct ControlApiDeps {
+  net::Loop* loop = nullptr;
+  store::SqliteQueueStore* store = nullptr;
+  relay::DeliveryEngine* delivery = nullptr;
+  // Hands a message the API just committed to delivery (the path SMTP submissions take).
+  std::function<void(relay::QueuedMessage)> accepted;
+  // Re-reads the configuration file and applies it. An error leaves the running configuration
+  // untouched; its message holds every `FILE:LINE:COL: key: reason` line.
+  std::function<Result<ReloadReport>()> reload;
+  std::function<GatewayFigures()> figures;
+  std::string node_id;
+  std::string version;
+};
+
+class ControlApi {
+public:
+  ControlApi(ControlApiDeps deps, std::shared_ptr<const config::Config> config);
+  ~ControlApi();
+  ControlApi(const ControlApi&) = delete;
+  ControlApi& operator=(const ControlApi&) = delete;
+
+  // The handler to give the ApiServer.
+  [[nodiscard]] AsyncHttpHandler handler();
+
+  // A reloaded configuration: tokens, tenants and limits of later requests.
+  void reconfigure(std::shared_ptr<const config::Config> config);
+
+  // SIGTERM: event streams end, submissions are refused with 503 (api.draining), reads go on.
+  void drain();
+
+  // Every (method, path pattern) the API serves, for the OpenAPI test and docs.
+  [[nodiscard]] std::vector<std::pair<std::string, std::string>> routeList() const;
+
+  // Requests answered, by HTTP status, since start.
+  [[nodiscard]] std::vector<std::pair<int, uint64_t>> requestsByStatus() const;
+
+  struct State; // control_api.cc
+
+private:
+  std::shared_ptr<State> state_;
+};
+
+} // namespace mailgate::api

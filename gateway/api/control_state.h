@@ -1,0 +1,91 @@
+// Internal to gateway/api: the state behind ControlApi and what its handler files share. One
+// handler per route, split over control_*.cc by subject.
+#pragma once
+
+#include "base/log.h"
+#include "gateway/api/api_routes.h"
+#include "gateway/api/control_api.h"
+#include "gateway/api/event_feed.h"
+#include "gateway/api/prometheus.h"
+
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace mailgate::api {
+
+// One request on its way through the API: the configuration it started under (a reload meanwhile
+// does not change the rules half-way), the token it authenticated with, its parameters.
+struct Call {
+  HttpExchangePtr ex;
+  std::shared_ptr<const config::Config> config;
+  const config::ApiToken* token = nullptr; // null on public routes; points into `config`
+  PathParams params;
+  std::vector<std::pair<std::string, std::string>> query;
+  int64_t now_ms = 0; // wall clock when the request arrived
+
+  [[nodiscard]] const HttpRequest& req() const { return ex->request(); }
+  [[nodiscard]] std::string param(std::string_view name) const;
+  // First query value named `name`, or nullptr.
+  [[nodiscard]] const std::string* q(std::string_view name) const;
+  // The token's name for events and logs ("API token <name>").
+  [[nodiscard]] std::string actor() const;
+};
+using CallPtr = std::shared_ptr<Call>;
+
+struct ControlApi::State : std::enable_shared_from_this<ControlApi::State> {
+  using Handler = void (State::*)(const CallPtr&);
+
+  State(ControlApiDeps d, std::shared_ptr<const config::Config> c);
+
+  ControlApiDeps deps;
+  std::shared_ptr<const config::Config> config;
+  RouteTable<Handler> routes;
+  std::map<int, uint64_t> by_status;
+  bool draining = false;
+  std::unique_ptr<EventFeed> feed;
+  std::shared_ptr<spdlog::logger> log = logger("api");
+
+  void addRoutes();
+  void handle(const HttpExchangePtr& ex);
+
+  // Every answer goes through reply(): it counts the status.
+  void reply(const CallPtr& call, HttpResponse response);
+  void replyJson(const CallPtr& call, int status, const nlohmann::json& body,
+                 HttpHeaders extra = {});
+  void replyError(const CallPtr& call, int status, std::string_view code, std::string_view message,
+                  std::string_view hint);
+  // store.* and route/message errors of the components, with the right status.
+  void replyFailure(const CallPtr& call, const Error& error);
+  void countStatus(int status) { ++by_status[status]; }
+
+  // Whether the call's token may see `tenant` (a message without a tenant: only "*" tokens).
+  [[nodiscard]] bool canSee(const Call& call, std::string_view tenant) const;
+  // Query helpers: an integer in [min, max] or the default; nullopt (and a 400 sent) when bad.
+  std::optional<int64_t> intParam(const CallPtr& call, std::string_view name, int64_t def,
+                                  int64_t min, int64_t max);
+
+  // Handlers (control_api.cc unless noted).
+  void getHealth(const CallPtr& call);
+  void getReady(const CallPtr& call);
+  void getOpenApi(const CallPtr& call);
+  void getStatus(const CallPtr& call);
+  void getTenants(const CallPtr& call);
+  void postReload(const CallPtr& call);
+  void getMetrics(const CallPtr& call); // control_metrics.cc
+  void writeDeliveryMetrics(PrometheusWriter& w) const;
+  void getEvents(const CallPtr& call);  // control_events.cc
+  void getMessage(const CallPtr& call); // control_messages.cc
+};
+
+// JSON views shared by the handlers (control_views.cc).
+nlohmann::json messageJson(const relay::QueuedMessage& m);
+nlohmann::json eventJson(const store::StoredEvent& e);
+nlohmann::json tenantJson(const config::Tenant& t);
+// RFC 3339 UTC with milliseconds, or null for 0.
+nlohmann::json timeJson(int64_t ms);
+
+} // namespace mailgate::api
