@@ -79,6 +79,21 @@ bool isConfigurationError(const Error& e) {
          e.code.starts_with("oauth.");
 }
 
+// "2xx", "4xx", "5xx" for metrics.
+std::string codeClass(int code) {
+  return code >= 100 && code < 600 ? std::to_string(code / 100) + "xx" : std::string("other");
+}
+
+// The route label of an outcome for metrics: the message's route, "none" before it had one.
+std::string routeLabel(std::string_view route) {
+  return route.empty() ? std::string("none") : std::string(route);
+}
+
+Error inFlight(std::string_view id, std::string_view what) {
+  return Error("message.in_flight", fmt::format("message {} {}; nothing was changed", id, what),
+               "try again once the attempt is recorded (GET /v1/messages/{id} shows its state)");
+}
+
 smtp::ClientTls toClientTls(config::TlsMode mode) {
   switch (mode) {
   case config::TlsMode::kImplicit:
@@ -171,10 +186,44 @@ struct DeliveryEngine::State final : UpstreamConnection::Observer,
   std::map<std::tuple<std::string, bool, std::vector<std::string>>, net::TlsContextPtr> tls_cache;
 
   // Messages not yet due, by next_attempt_ms (FIFO among equal times); one timer for the first.
-  std::multimap<int64_t, QueuedMessage> future;
+  using Future = std::multimap<int64_t, QueuedMessage>;
+  Future future;
   net::TimerPtr timer;
-  // Ids the engine is responsible for (waiting, ready or in flight); schedule() ignores repeats.
-  std::unordered_set<std::string> known;
+
+  // Where a message the engine is responsible for is now.
+  enum class Where : uint8_t {
+    kDue,     // being routed (within one call)
+    kFuture,  // in `future`
+    kReady,   // in a pool's ready queue, charged, waiting for a connection
+    kParked,  // set aside while an operator action on it is in progress
+    kAttempt, // picked for an attempt: from startAttempt until recordAttempt's completion
+    kStoreOp, // its expiry, or its failure for want of a route, is being recorded
+  };
+  static bool waitingPlace(Where w) { return w != Where::kAttempt && w != Where::kStoreOp; }
+  struct Tracked {
+    std::string mailbox; // lower case; empty: none
+    Where where = Where::kDue;
+    bool routing_wait = false; // kFuture because the router said wait (not a retry delay)
+    bool operator_op = false;  // retryNow/cancel in progress
+    Future::iterator it;       // kFuture
+    Pool* pool = nullptr;      // kReady
+    std::unique_ptr<QueuedMessage> parked;
+  };
+  // Every message the engine is responsible for, by id; schedule() ignores repeats.
+  std::unordered_map<std::string, Tracked> tracked;
+  // Per mailbox (lower case) with mail held: counts for mailboxStatus() without a scan.
+  struct MailboxCounts {
+    uint32_t waiting = 0;
+    uint32_t in_flight = 0;
+    std::string tenant;  // as the messages carry them, for a mailbox no longer configured
+    std::string address; // as written
+  };
+  std::unordered_map<std::string, MailboxCounts> mailbox_counts;
+  size_t waiting_total = 0;
+  size_t in_flight_total = 0;
+  // The last error per mailbox (lower case), for mailboxStatus().
+  std::unordered_map<std::string, MailboxError> last_errors;
+  DeliveryMetrics metrics;
   size_t in_flight = 0; // attempts between markSending and recordAttempt's completion
   size_t store_ops = 0; // store calls whose completion has not arrived (retries included)
   uint64_t next_conn_id = 0;
@@ -192,6 +241,123 @@ struct DeliveryEngine::State final : UpstreamConnection::Observer,
   // Login probes of disconnected Microsoft 365 routes, by mailbox.
   std::map<std::string, net::TimerPtr, std::less<>> probes;
 
+  // --- where each message is ----------------------------------------------------------------
+
+  Tracked* findTracked(const std::string& id) {
+    auto it = tracked.find(id);
+    return it == tracked.end() ? nullptr : &it->second;
+  }
+
+  void count(const Tracked& t, bool waiting, int delta) {
+    (waiting ? waiting_total : in_flight_total) += static_cast<size_t>(delta);
+    if (t.mailbox.empty()) {
+      return;
+    }
+    auto it = mailbox_counts.find(t.mailbox);
+    if (it == mailbox_counts.end()) {
+      return;
+    }
+    (waiting ? it->second.waiting : it->second.in_flight) += static_cast<uint32_t>(delta);
+    if (it->second.waiting == 0 && it->second.in_flight == 0) {
+      mailbox_counts.erase(it);
+    }
+  }
+
+  void setWhere(Tracked& t, Where w) {
+    const bool was = waitingPlace(t.where);
+    const bool is = waitingPlace(w);
+    t.where = w;
+    if (w != Where::kReady) {
+      t.pool = nullptr;
+    }
+    if (was != is) {
+      count(t, is, +1); // first, so the mailbox's entry is not dropped in between
+      count(t, was, -1);
+    }
+  }
+
+  // The message is the engine's from now on (kDue); false when it already was.
+  bool track(const QueuedMessage& msg) {
+    auto [it, inserted] = tracked.try_emplace(msg.id);
+    if (!inserted) {
+      return false;
+    }
+    Tracked& t = it->second;
+    t.mailbox = config::lowerAscii(msg.mailbox);
+    if (!t.mailbox.empty()) {
+      MailboxCounts& c = mailbox_counts[t.mailbox];
+      if (c.address.empty()) {
+        c.tenant = msg.tenant;
+        c.address = msg.mailbox;
+      }
+    }
+    count(t, true, +1); // setWhere() moves it between the two counts from now on
+    return true;
+  }
+
+  // The engine is done with the message (final, or the store refused it).
+  void forget(const std::string& id) {
+    auto it = tracked.find(id);
+    if (it == tracked.end()) {
+      return;
+    }
+    count(it->second, waitingPlace(it->second.where), -1);
+    if (it->second.where == Where::kFuture) {
+      future.erase(it->second.it);
+    }
+    tracked.erase(it);
+  }
+
+  void setWhere(const std::string& id, Where w) {
+    if (Tracked* t = findTracked(id)) {
+      setWhere(*t, w);
+    }
+  }
+
+  void park(Tracked& t, QueuedMessage msg) {
+    t.parked = std::make_unique<QueuedMessage>(std::move(msg));
+    setWhere(t, Where::kParked);
+  }
+
+  // Takes the engine's copy of a waiting message out of its place (a ready message's router
+  // charges are given back); nullopt when the message is in flight or unknown.
+  std::optional<QueuedMessage> takeWaiting(const std::string& id) {
+    Tracked* t = findTracked(id);
+    if (t == nullptr) {
+      return std::nullopt;
+    }
+    std::optional<QueuedMessage> out;
+    switch (t->where) {
+    case Where::kFuture:
+      out = std::move(t->it->second);
+      future.erase(t->it);
+      armTimer();
+      break;
+    case Where::kReady: {
+      std::deque<Ready>& ready = t->pool->ready;
+      auto r = std::find_if(ready.begin(), ready.end(),
+                            [&id](const Ready& x) { return x.msg.id == id; });
+      if (r == ready.end()) {
+        return std::nullopt;
+      }
+      router.cancel(r->charges, wallClockMs());
+      out = std::move(r->msg);
+      ready.erase(r);
+      break;
+    }
+    case Where::kParked:
+      out = std::move(*t->parked);
+      t->parked.reset();
+      break;
+    case Where::kDue:
+    case Where::kAttempt:
+    case Where::kStoreOp:
+      return std::nullopt;
+    }
+    setWhere(*t, Where::kDue);
+    return out;
+  }
+
   // --- scheduling --------------------------------------------------------------------------
 
   void schedule(QueuedMessage msg) {
@@ -202,21 +368,32 @@ struct DeliveryEngine::State final : UpstreamConnection::Observer,
       log->warn("msg={} not scheduled: it is {}", msg.id, toString(msg.state));
       return;
     }
-    if (!known.insert(msg.id).second) {
+    if (!track(msg)) {
       log->debug("msg={} already scheduled", msg.id);
       return;
     }
     place(std::move(msg));
   }
 
-  // Puts a known message where it belongs: due now, or in the time-ordered set.
+  // Puts a tracked message where it belongs: due now, or in the time-ordered set.
   void place(QueuedMessage msg) {
     if (!draining && msg.next_attempt_ms <= wallClockMs()) {
       becomeDue(std::move(msg));
       return;
     }
+    toFuture(std::move(msg), false);
+  }
+
+  // `routing_wait`: the router said wait (held, paced, budget), as opposed to a retry delay.
+  void toFuture(QueuedMessage msg, bool routing_wait) {
+    Tracked* t = findTracked(msg.id);
     const int64_t at = msg.next_attempt_ms;
-    future.emplace(at, std::move(msg));
+    auto it = future.emplace(at, std::move(msg));
+    if (t != nullptr) {
+      setWhere(*t, Where::kFuture);
+      t->it = it;
+      t->routing_wait = routing_wait;
+    }
     armTimer();
   }
 
@@ -234,6 +411,7 @@ struct DeliveryEngine::State final : UpstreamConnection::Observer,
     const int64_t now = wallClockMs();
     std::vector<QueuedMessage> due;
     while (!future.empty() && future.begin()->first <= now) {
+      setWhere(future.begin()->second.id, Where::kDue);
       due.push_back(std::move(future.begin()->second));
       future.erase(future.begin());
     }
@@ -255,8 +433,13 @@ struct DeliveryEngine::State final : UpstreamConnection::Observer,
   }
 
   void becomeDue(QueuedMessage msg) {
+    Tracked* t = findTracked(msg.id);
+    if (t != nullptr && t->operator_op) {
+      park(*t, std::move(msg)); // until the operator's action is recorded
+      return;
+    }
     if (draining) {
-      future.emplace(msg.next_attempt_ms, std::move(msg)); // parked; stays queued in the store
+      toFuture(std::move(msg), false); // stays queued in the store
       return;
     }
     if (pastLifetime(msg, wallClockMs(), false)) {
@@ -276,8 +459,7 @@ struct DeliveryEngine::State final : UpstreamConnection::Observer,
       const int64_t at = paceSlot(d);
       log->debug("msg={} waits {} ms: {}", msg.id, at - now, d.reason);
       msg.next_attempt_ms = at;
-      future.emplace(at, std::move(msg));
-      armTimer();
+      toFuture(std::move(msg), true);
       return;
     }
     case RouteDecision::Kind::kFail:
@@ -295,6 +477,10 @@ struct DeliveryEngine::State final : UpstreamConnection::Observer,
     if (d.failover) {
       ++stats.failovers;
       log->info("msg={} mailbox={} through relay {}: {}", msg.id, msg.mailbox, d.route, d.reason);
+    }
+    if (t != nullptr) {
+      setWhere(*t, Where::kReady);
+      t->pool = pool;
     }
     pool->ready.push_back(Ready{std::move(msg), std::move(d.route), std::move(d.charges)});
     pump(*pool);
@@ -382,6 +568,9 @@ struct DeliveryEngine::State final : UpstreamConnection::Observer,
   // Route state changes and events from the router go to the store (drain waits for them).
   void flushRouteChanges() {
     for (auto& change : router.takeChanges()) {
+      if (change.event && change.event->type == "route.failover" && !change.manual) {
+        ++metrics.failovers_automatic;
+      }
       if (change.event) {
         log->info("route {} is {}: {}{}", change.state.key, change.state.state,
                   change.state.reason.empty() ? change.event->type : change.state.reason,
@@ -413,17 +602,21 @@ struct DeliveryEngine::State final : UpstreamConnection::Observer,
     const int64_t now = wallClockMs();
     for (auto& r : waiting) {
       router.cancel(r.charges, now);
+      setWhere(r.msg.id, Where::kDue);
     }
     for (auto& r : waiting) {
       becomeDue(std::move(r.msg));
     }
   }
 
-  // Makes a held message of `mailbox` due now (its route came back).
+  // Makes the messages of `mailbox` that wait for the router (held, paced, over budget) due now:
+  // its route came back or changed. Messages waiting for a retry keep their time.
   void wakeMailbox(const std::string& mailbox) {
     std::vector<QueuedMessage> woken;
     for (auto it = future.begin(); it != future.end();) {
-      if (config::lowerAscii(it->second.mailbox) == mailbox) {
+      Tracked* t = findTracked(it->second.id);
+      if (t != nullptr && t->routing_wait && t->mailbox == mailbox) {
+        setWhere(*t, Where::kDue);
         woken.push_back(std::move(it->second));
         it = future.erase(it);
       } else {
@@ -486,6 +679,11 @@ struct DeliveryEngine::State final : UpstreamConnection::Observer,
       while (!pool.ready.empty() && slot->idle()) {
         Ready r = std::move(pool.ready.front());
         pool.ready.pop_front();
+        if (Tracked* t = findTracked(r.msg.id); t != nullptr && t->operator_op) {
+          router.cancel(r.charges, wallClockMs());
+          park(*t, std::move(r.msg));
+          continue;
+        }
         if (pastLifetime(r.msg, wallClockMs(), false)) {
           router.cancel(r.charges, wallClockMs());
           expireMessage(std::move(r.msg));
@@ -616,6 +814,15 @@ struct DeliveryEngine::State final : UpstreamConnection::Observer,
       const Error e = error ? *error
                             : Error("smtp.closed", "the server ended the session before it was "
                                                    "ready");
+      const route::ReplyRule* rule = pool->mailbox.empty() ? nullptr : loginRule(e, closing_reply);
+      ++metrics.replies[rule != nullptr ? std::string(rule->name)
+                        : closing_reply ? codeClass(closing_reply->code)
+                                        : std::string("connection")];
+      if (!pool->mailbox.empty()) {
+        const bool login = rule != nullptr && rule->action == route::ReplyAction::kDisconnect;
+        noteError(pool->mailbox, login ? "login" : "connection", e.message,
+                  rule != nullptr ? std::string(rule->hint) : e.hint);
+      }
       if (pool->mailbox.empty() || !onLoginFailure(*pool, id, e, closing_reply)) {
         onPoolFailure(*pool, id, e);
       }
@@ -646,14 +853,7 @@ struct DeliveryEngine::State final : UpstreamConnection::Observer,
   // pool backoff applies (network trouble on an active route).
   bool onLoginFailure(Pool& pool, uint64_t conn_id, const Error& error,
                       const std::optional<smtp::Reply>& reply) {
-    const route::ReplyRule* rule = route::classifyError(error.code);
-    if (rule == nullptr && reply) {
-      rule = route::classifyReply(reply->code, classifiedText(*reply));
-    }
-    if (rule == nullptr && error.code == "smtp.auth_failed") {
-      // A refusal worded unlike Microsoft's: treat it as bad credentials.
-      rule = route::classifyReply(535, "5.7.3 Authentication unsuccessful");
-    }
+    const route::ReplyRule* rule = loginRule(error, reply);
     const int64_t now = wallClockMs();
     const bool disconnects = rule != nullptr && rule->action == route::ReplyAction::kDisconnect;
     const auto view = router.view(pool.mailbox, now);
@@ -672,6 +872,26 @@ struct DeliveryEngine::State final : UpstreamConnection::Observer,
     reroute(pool);
     armProbes();
     return true;
+  }
+
+  // What a Microsoft 365 connection that failed before it was ready says about the route.
+  static const route::ReplyRule* loginRule(const Error& error,
+                                           const std::optional<smtp::Reply>& reply) {
+    const route::ReplyRule* rule = route::classifyError(error.code);
+    if (rule == nullptr && reply) {
+      rule = route::classifyReply(reply->code, classifiedText(*reply));
+    }
+    if (rule == nullptr && error.code == "smtp.auth_failed") {
+      // A refusal worded unlike Microsoft's: treat it as bad credentials.
+      rule = route::classifyReply(535, "5.7.3 Authentication unsuccessful");
+    }
+    return rule;
+  }
+
+  void noteError(const std::string& mailbox, std::string kind, std::string message,
+                 std::string hint) {
+    last_errors[mailbox] =
+        MailboxError{std::move(kind), std::move(message), std::move(hint), wallClockMs()};
   }
 
   // A connection could not be set up: nobody's attempt is consumed; the whole pool waits.
@@ -706,7 +926,10 @@ struct DeliveryEngine::State final : UpstreamConnection::Observer,
     std::deque<Ready> keep;
     std::vector<QueuedMessage> expired;
     for (auto& r : pool.ready) {
-      if (pastLifetime(r.msg, now, true)) {
+      if (Tracked* t = findTracked(r.msg.id); t != nullptr && t->operator_op) {
+        router.cancel(r.charges, now);
+        park(*t, std::move(r.msg));
+      } else if (pastLifetime(r.msg, now, true)) {
         router.cancel(r.charges, now);
         expired.push_back(std::move(r.msg));
       } else {
@@ -731,6 +954,7 @@ struct DeliveryEngine::State final : UpstreamConnection::Observer,
     att->route = std::move(ready.route);
     att->charges = std::move(ready.charges);
     slot.attempt = att;
+    setWhere(att->msg.id, Where::kAttempt);
     ++in_flight;
     ++store_ops;
     const std::string id = att->msg.id;
@@ -770,7 +994,7 @@ struct DeliveryEngine::State final : UpstreamConnection::Observer,
       } else {
         // Already sending (a second copy), final, deleted, or the store is closing.
         log->warn("conn=u{} msg={} not sent: {}", att->conn_id, att->msg.id, e.describe());
-        known.erase(att->msg.id);
+        forget(att->msg.id);
         release(att);
       }
       checkDrain();
@@ -937,12 +1161,31 @@ struct DeliveryEngine::State final : UpstreamConnection::Observer,
     o.whole_message_temp_failure = !any_decided && att->local.empty() &&
                                    (result.error.has_value() || !isOk(result.mail_reply) ||
                                     (result.final_reply && result.final_reply->isTransient()));
+    countReply(*pool, result);
     if (!pool->mailbox.empty() && !unknown) {
       if (applyMicrosoftReply(*pool, *slot, att, result, o)) {
         return;
       }
     }
     record(att, std::move(o));
+  }
+
+  // One reply class per attempt for metrics: the reply that decided it.
+  void countReply(const Pool& pool, const smtp::ClientSession::MessageResult& result) {
+    std::string cls = "connection";
+    if (const auto failing = failingReply(result)) {
+      const route::ReplyRule* rule =
+          pool.mailbox.empty() ? nullptr
+                               : route::classifyReply(failing->code, classifiedText(*failing));
+      cls = rule != nullptr ? std::string(rule->name) : codeClass(failing->code);
+    } else if (result.error) {
+      cls = "connection";
+    } else if (result.final_reply) {
+      cls = codeClass(result.final_reply->code);
+    } else if (result.mail_reply) {
+      cls = codeClass(result.mail_reply->code);
+    }
+    ++metrics.replies[cls];
   }
 
   // The reply that failed an attempt, root cause first: MAIL; then a refused RCPT when no
@@ -1000,6 +1243,8 @@ struct DeliveryEngine::State final : UpstreamConnection::Observer,
       att->charges.clear();
     }
     const ReplyEffect effect = router.onReply(pool.mailbox, *rule, reply->code, text, now);
+    noteError(pool.mailbox, "reply", fmt::format("{} {}", reply->code, text),
+              std::string(rule->hint));
     log->warn("conn=u{} msg={} mailbox={} Microsoft 365 answered '{} {}': {} ({})", att->conn_id,
               att->msg.id, pool.mailbox, reply->code, text, rule->name,
               route::toString(rule->action));
@@ -1080,11 +1325,12 @@ struct DeliveryEngine::State final : UpstreamConnection::Observer,
       // The message stays `sending` in the store; recovery at the next start requeues it.
       log->error("conn=u{} msg={} cannot record the attempt: {}", conn_id, id,
                  r.error().describe());
-      known.erase(id);
+      forget(id);
       checkDrain();
       return;
     }
     QueuedMessage& m = *r;
+    ++metrics.messages[{routeLabel(m.route), std::string(toString(m.state))}];
     size_t sent = 0;
     size_t failed = 0;
     for (const auto& rcpt : m.recipients) {
@@ -1108,23 +1354,24 @@ struct DeliveryEngine::State final : UpstreamConnection::Observer,
       } else {
         log->info("conn=u{} msg={} sent to {} recipient(s)", conn_id, id, sent);
       }
-      known.erase(id);
+      forget(id);
       break;
     case MessageState::kFailed:
       ++stats.failed;
       log->warn("conn=u{} msg={} failed: {}", conn_id, id, m.last_reply);
-      known.erase(id);
+      forget(id);
       break;
     case MessageState::kQueued:
     case MessageState::kSending:
       log->warn("conn=u{} msg={} left {} after the attempt", conn_id, id, toString(m.state));
-      known.erase(id);
+      forget(id);
       break;
     }
     checkDrain();
   }
 
   void expireMessage(QueuedMessage msg) {
+    setWhere(msg.id, Where::kStoreOp);
     ++store_ops;
     const std::string id = msg.id;
     store.expire(id, wallClockMs(),
@@ -1147,7 +1394,7 @@ struct DeliveryEngine::State final : UpstreamConnection::Observer,
         place(std::move(msg));
       } else {
         log->warn("msg={} cannot expire it: {}", msg.id, r.error().describe());
-        known.erase(msg.id);
+        forget(msg.id);
       }
       checkDrain();
       return;
@@ -1159,13 +1406,15 @@ struct DeliveryEngine::State final : UpstreamConnection::Observer,
     }
     log->warn("msg={} lifetime ended after {} attempt(s); it is {} (last reply: {})", r->id,
               r->attempts, toString(r->state), r->last_reply.empty() ? "none" : r->last_reply);
-    known.erase(msg.id);
+    ++metrics.messages[{routeLabel(r->route), std::string(toString(r->state))}];
+    forget(msg.id);
     checkDrain();
   }
 
   // No route can take the message: markSending, then every pending recipient fails with `reply`.
   void failMessage(QueuedMessage msg, std::string reply) {
     log->error("msg={} fails: {}", msg.id, reply);
+    setWhere(msg.id, Where::kStoreOp);
     ++in_flight;
     ++store_ops;
     const std::string id = msg.id;
@@ -1180,7 +1429,7 @@ struct DeliveryEngine::State final : UpstreamConnection::Observer,
           if (!r) {
             --self->in_flight;
             self->log->warn("msg={} not failed: {}", msg.id, r.error().describe());
-            self->known.erase(msg.id);
+            self->forget(msg.id);
             self->checkDrain();
             return;
           }
@@ -1214,6 +1463,179 @@ struct DeliveryEngine::State final : UpstreamConnection::Observer,
       net::TimerPtr timer_local = std::move(node.mapped().first); // dies after fn_local ran
       fn_local();
     });
+  }
+
+  // --- the control API -----------------------------------------------------------------------
+
+  MailboxStatus statusOf(MailboxRouteView view) {
+    MailboxStatus st;
+    const std::string key = config::lowerAscii(view.address);
+    st.route = std::move(view);
+    fillEngineSide(key, st);
+    return st;
+  }
+
+  void fillEngineSide(const std::string& key, MailboxStatus& st) {
+    if (auto it = pool_by_mailbox.find(key); it != pool_by_mailbox.end()) {
+      for (const auto& slot : it->second->slots) {
+        ++st.connections_open;
+        st.connections_busy += slot->attempt ? 1 : 0;
+      }
+    }
+    if (auto it = mailbox_counts.find(key); it != mailbox_counts.end()) {
+      st.waiting = it->second.waiting;
+      st.in_flight = it->second.in_flight;
+    }
+    if (auto it = last_errors.find(key); it != last_errors.end()) {
+      st.last_error = it->second;
+    }
+  }
+
+  // A mailbox that is no longer configured but still has mail here.
+  MailboxStatus orphanStatus(const std::string& key, const MailboxCounts& c) {
+    MailboxStatus st;
+    st.configured = false;
+    st.route.tenant = c.tenant;
+    st.route.address = c.address;
+    st.route.state = RouteState::kUnconfigured;
+    st.route.reason = "mailbox no longer configured";
+    st.route.hint = "its mail stays queued until the mailbox is configured again or the "
+                    "message's lifetime ends; cancel the messages to bounce them now";
+    fillEngineSide(key, st);
+    return st;
+  }
+
+  std::optional<MailboxStatus> mailboxStatus(std::string_view address) {
+    const std::string key = config::lowerAscii(address);
+    auto view = router.view(key, wallClockMs());
+    flushRouteChanges();
+    if (view) {
+      return statusOf(std::move(*view));
+    }
+    if (auto it = mailbox_counts.find(key); it != mailbox_counts.end()) {
+      return orphanStatus(key, it->second);
+    }
+    return std::nullopt;
+  }
+
+  void forEachMailbox(const std::function<void(const MailboxStatus&)>& fn,
+                      std::string_view tenant) {
+    router.forEachView(tenant, wallClockMs(), [&](const MailboxRouteView& v) { fn(statusOf(v)); });
+    for (const auto& [key, c] : mailbox_counts) {
+      if ((tenant.empty() || c.tenant == tenant) && router.mailbox(key) == nullptr) {
+        fn(orphanStatus(key, c));
+      }
+    }
+    flushRouteChanges();
+  }
+
+  Result<MailboxStatus> failover(std::string_view address, std::string_view actor) {
+    const std::string key = config::lowerAscii(address);
+    auto started = router.failover(key, actor, wallClockMs());
+    if (!started) {
+      return std::unexpected(started.error());
+    }
+    flushRouteChanges();
+    if (*started) {
+      ++metrics.failovers_manual;
+      log->warn("mailbox={} manual failover by {}: its new mail goes through the tenant's relays "
+                "until failback",
+                key, actor);
+      // Mail waiting for the mailbox's own connections, and mail held for its route, goes
+      // through the relays now.
+      if (auto it = pool_by_mailbox.find(key); it != pool_by_mailbox.end()) {
+        reroute(*it->second);
+      }
+      wakeMailbox(key);
+    }
+    return *mailboxStatus(key);
+  }
+
+  Result<MailboxStatus> failback(std::string_view address, std::string_view actor) {
+    const std::string key = config::lowerAscii(address);
+    if (auto done = router.failback(key, actor, wallClockMs()); !done) {
+      return std::unexpected(done.error());
+    }
+    flushRouteChanges();
+    ++metrics.failbacks_manual;
+    log->warn("mailbox={} manual failback by {}: its mail goes through Microsoft 365 again when "
+              "the route can take it",
+              key, actor);
+    armProbes(); // a disconnected route is due for a login now
+    wakeMailbox(key);
+    return *mailboxStatus(key);
+  }
+
+  void operatorAction(bool cancelling, std::string id, std::string actor,
+                      std::function<void(Result<QueuedMessage>)> done) {
+    const auto refuse = [this, &done](Error e) {
+      loop.defer([weak = weak_from_this(), done = std::move(done), e = std::move(e)] {
+        if (weak.lock()) {
+          done(std::unexpected(e));
+        }
+      });
+    };
+    if (Tracked* t = findTracked(id)) {
+      if (t->operator_op) {
+        refuse(inFlight(id, "has another retry or cancel in progress"));
+        return;
+      }
+      if (!waitingPlace(t->where)) {
+        refuse(inFlight(id, t->where == Where::kAttempt ? "is being delivered now"
+                                                        : "is being failed or expired now"));
+        return;
+      }
+      // Until the store answers, the message stays where it is, or is set aside (parked) instead
+      // of starting an attempt.
+      t->operator_op = true;
+    }
+    log->info("msg={} {} requested by {}", id, cancelling ? "cancel" : "retry", actor);
+    ++store_ops;
+    auto completion = [weak = weak_from_this(), id, cancelling,
+                       done = std::move(done)](Result<QueuedMessage> r) mutable {
+      auto self = weak.lock();
+      if (!self) {
+        return;
+      }
+      --self->store_ops;
+      self->onOperatorAction(cancelling, id, r);
+      done(std::move(r));
+      self->checkDrain();
+    };
+    if (cancelling) {
+      store.cancel(id, wallClockMs(), std::move(actor), std::move(completion));
+    } else {
+      store.retryNow(id, wallClockMs(), std::move(actor), std::move(completion));
+    }
+  }
+
+  void onOperatorAction(bool cancelling, const std::string& id, const Result<QueuedMessage>& r) {
+    Tracked* t = findTracked(id);
+    if (t != nullptr) {
+      t->operator_op = false;
+    }
+    if (!r) {
+      log->info("msg={} {} refused: {}", id, cancelling ? "cancel" : "retry", r.error().describe());
+      if (t != nullptr && t->where == Where::kParked) {
+        QueuedMessage msg = std::move(*t->parked);
+        t->parked.reset();
+        setWhere(*t, Where::kDue);
+        place(std::move(msg)); // as before: due again, or waiting for its time
+      }
+      return;
+    }
+    if (cancelling) {
+      ++metrics.messages[{routeLabel(r->route), std::string(toString(r->state))}];
+      if (takeWaiting(id)) {
+        forget(id);
+      }
+      return;
+    }
+    if (t == nullptr) {
+      schedule(*r); // the engine did not hold it
+    } else if (takeWaiting(id)) {
+      place(*r); // the store's copy: due now
+    }
   }
 
   // --- drain and shutdown --------------------------------------------------------------------
@@ -1406,12 +1828,53 @@ void DeliveryEngine::drain(std::function<void()> done) {
   state_->drain(std::move(done));
 }
 
+DeliveryMetrics DeliveryEngine::metrics() const {
+  DeliveryMetrics m = state_->metrics;
+  m.failed_over_messages = state_->stats.failovers;
+  m.connections_opened = state_->stats.connections_opened;
+  m.connections_ready = state_->stats.connections_ready;
+  m.connections_failed = state_->stats.connect_failures;
+  for (const auto& pool : state_->pools) {
+    m.connections_open += pool->slots.size();
+  }
+  m.messages_waiting = state_->waiting_total;
+  m.messages_in_flight = state_->in_flight_total;
+  return m;
+}
+
+std::optional<MailboxStatus> DeliveryEngine::mailboxStatus(std::string_view address) {
+  return state_->mailboxStatus(address);
+}
+
+void DeliveryEngine::forEachMailbox(const std::function<void(const MailboxStatus&)>& fn,
+                                    std::string_view tenant) {
+  state_->forEachMailbox(fn, tenant);
+}
+
+Result<MailboxStatus> DeliveryEngine::failover(std::string_view address, std::string_view actor) {
+  return state_->failover(address, actor);
+}
+
+Result<MailboxStatus> DeliveryEngine::failback(std::string_view address, std::string_view actor) {
+  return state_->failback(address, actor);
+}
+
+void DeliveryEngine::retryNow(std::string id, std::string actor,
+                              std::function<void(Result<QueuedMessage>)> done) {
+  state_->operatorAction(false, std::move(id), std::move(actor), std::move(done));
+}
+
+void DeliveryEngine::cancel(std::string id, std::string actor,
+                            std::function<void(Result<QueuedMessage>)> done) {
+  state_->operatorAction(true, std::move(id), std::move(actor), std::move(done));
+}
+
 DeliveryStats DeliveryEngine::stats() const {
   DeliveryStats s = state_->stats;
   for (const auto& pool : state_->pools) {
     s.open_connections += pool->slots.size();
   }
-  s.waiting = state_->known.size() - std::min(state_->known.size(), state_->in_flight);
+  s.waiting = state_->waiting_total;
   return s;
 }
 

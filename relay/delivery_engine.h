@@ -31,7 +31,10 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
+#include <string_view>
+#include <utility>
 
 namespace mailgate::net {
 class Loop;
@@ -83,6 +86,54 @@ struct DeliveryStats {
   size_t waiting = 0;              // messages known to the engine and not in flight now
 };
 
+// The last error seen for a mailbox's Microsoft 365 route.
+struct MailboxError {
+  std::string kind;    // "login" (refused), "connection" (failed before it was ready), "reply"
+                       // (a Microsoft 365 reply the reply table classified)
+  std::string message; // the reply or error, as logged (never a secret)
+  std::string hint;    // what an operator can do; may be empty
+  int64_t at_ms = 0;   // wall clock
+};
+
+// What the control API shows per mailbox: what is connected, what is spent, where its mail goes
+// and why.
+struct MailboxStatus {
+  // The router's view: tenant, address, state, until, reason, hint, ledger usage, connection cap,
+  // failed_over, and the manual failover in force (manual_failover, manual_actor,
+  // manual_since_ms).
+  MailboxRouteView route;
+  // False for a mailbox that is no longer in the configuration but still has mail the engine
+  // holds (route.state is kUnconfigured, route.reason "mailbox no longer configured").
+  bool configured = true;
+  uint32_t connections_open = 0; // sockets of the mailbox's Microsoft 365 pool (opening included)
+  uint32_t connections_busy = 0; // of those, carrying a message now
+  uint32_t waiting = 0;          // messages the engine holds: not due yet, held, or ready
+  uint32_t in_flight = 0;        // messages between being picked and their recorded outcome
+  std::optional<MailboxError> last_error;
+};
+
+// Counters since start, for Prometheus (GET /metrics). Small maps keyed by short strings.
+struct DeliveryMetrics {
+  // By (route, outcome): route "microsoft365", a relay name, or "none" (no route was chosen);
+  // outcome "sent", "deferred" or "failed": one per recorded attempt, expiry or cancel.
+  std::map<std::pair<std::string, std::string>, uint64_t> messages;
+  // Upstream replies by class: the reply-table rule's name for Microsoft 365 replies
+  // ("quota_exceeded", "connection_limit", "smtp_auth_disabled", ...; route::replyRules()),
+  // otherwise "2xx", "4xx" or "5xx"; "connection" for a failure without a reply. One per
+  // attempt (the reply that decided it) and one per connection that failed before it was ready.
+  std::map<std::string, uint64_t> replies;
+  uint64_t failovers_automatic = 0;  // route.failover episodes the router started
+  uint64_t failovers_manual = 0;     // failover() calls that put a manual failover in force
+  uint64_t failbacks_manual = 0;     // failback() calls
+  uint64_t failed_over_messages = 0; // attempts through a relay for a mailbox with its own route
+  uint64_t connections_opened = 0;
+  uint64_t connections_ready = 0;
+  uint64_t connections_failed = 0; // failed before they were ready
+  size_t connections_open = 0;     // now
+  size_t messages_waiting = 0;     // now
+  size_t messages_in_flight = 0;   // now
+};
+
 class DeliveryEngine {
 public:
   // Builds client TLS contexts for every relay in config.relays and loads the routing state
@@ -113,6 +164,42 @@ public:
   void drain(std::function<void()> done);
 
   [[nodiscard]] DeliveryStats stats() const;
+  [[nodiscard]] DeliveryMetrics metrics() const;
+
+  // --- the control API (gateway/api); loop thread only ------------------------------------------
+
+  // The status of the mailbox whose primary address is `address` (any case); nullopt when no
+  // configured mailbox has it and the engine holds no mail of it.
+  std::optional<MailboxStatus> mailboxStatus(std::string_view address);
+  // Every configured mailbox (address order), then every unconfigured one the engine still holds
+  // mail of; only those of `tenant` when it is not empty. O(mailboxes) with no scan of messages,
+  // for listings and metrics. `fn` must not call the engine.
+  void forEachMailbox(const std::function<void(const MailboxStatus&)>& fn,
+                      std::string_view tenant = {});
+
+  // Manual failover: the mailbox's new mail goes through its tenant's fallback chain until
+  // failback(), also after a restart (persisted with the route states); records route.failover
+  // with data {"manual": true, "actor": actor}. Its mail waiting for its Microsoft 365 connections
+  // or held is routed again now. Messages pinned to Microsoft 365 keep their route. Calling it
+  // again while in force changes nothing. Errors: "route.unknown_mailbox", "route.no_fallback"
+  // (the tenant has no fallback relay: every message would only be held).
+  Result<MailboxStatus> failover(std::string_view address, std::string_view actor);
+  // Failback: clears a manual failover and an exhausted or paused state (the ledger's own budget
+  // still applies), tries a disconnected login now, records route.failback with data
+  // {"manual": true, "actor": actor}, and routes the mailbox's waiting mail again now. Errors:
+  // "route.unknown_mailbox".
+  Result<MailboxStatus> failback(std::string_view address, std::string_view actor);
+
+  // POST /v1/messages/{id}/retry and DELETE /v1/messages/{id}, over QueueStore::retryNow and
+  // QueueStore::cancel. Refused with "message.in_flight" (nothing changes) while an attempt of
+  // the message is between being picked and its recorded outcome, while its expiry is being
+  // recorded, or while another of these actions on it is in progress. Otherwise the store
+  // records it and then the engine's copy moves: retried, it is due now (scheduled if the engine
+  // did not hold it); cancelled, it leaves every waiting structure and router charges taken for
+  // it are given back. Store errors ("store.not_found", "store.state", ...) leave the engine as it
+  // was. `done` runs on the loop in a later turn, and not at all once the engine is destroyed.
+  void retryNow(std::string id, std::string actor, std::function<void(Result<QueuedMessage>)> done);
+  void cancel(std::string id, std::string actor, std::function<void(Result<QueuedMessage>)> done);
 
   struct State; // delivery_engine.cc
   struct PrivateTag {

@@ -50,6 +50,10 @@ std::string relayKey(std::string_view name) {
   return "relay:" + std::string(name);
 }
 
+constexpr std::string_view kManualPrefix = "manual:";
+// The persisted reason of a manual failover; the actor is read back from it at start-up.
+constexpr std::string_view kManualReason = "manual failover by ";
+
 // A small JSON object from string and integer fields, for event data.
 class JsonObject {
 public:
@@ -122,6 +126,10 @@ void paceHint(RouteDecision& d, const Ledger& ledger) {
 
 } // namespace
 
+std::string manualFailoverKey(std::string_view address) {
+  return std::string(kManualPrefix) + std::string(address);
+}
+
 struct Router::MailboxRoute {
   const config::Tenant* tenant = nullptr;
   const config::Mailbox* mailbox = nullptr;
@@ -140,6 +148,10 @@ struct Router::MailboxRoute {
   int64_t fewer_until_ms = 0;
   std::unique_ptr<net::Backoff> login_backoff; // only while disconnected (it is large)
   bool slow = false;
+  // An operator's failover, until failback (persisted under manualFailoverKey()).
+  bool manual = false;
+  std::string manual_actor;
+  int64_t manual_since_ms = 0;
 
   MailboxRoute(const config::Tenant& t, const config::Mailbox& m, std::string addr)
       : tenant(&t), mailbox(&m), address(addr), ledger(m365Key(addr), mailboxLimits(t)) {}
@@ -228,6 +240,18 @@ void Router::restore(const RoutingSnapshot& snapshot, int64_t now_ms) {
     }
   }
   for (const auto& s : snapshot.states) {
+    if (s.key.starts_with(kManualPrefix)) {
+      MailboxRoute* mb = find(std::string_view(s.key).substr(kManualPrefix.size()));
+      if (mb != nullptr && s.state == "failover") {
+        mb->manual = true;
+        mb->manual_actor = s.reason.starts_with(kManualReason)
+                               ? s.reason.substr(kManualReason.size())
+                               : std::string("unknown");
+        mb->manual_since_ms = s.updated_ms;
+        mb->failed_over.fill(true); // the event was recorded when it started
+      }
+      continue;
+    }
     if (!s.key.starts_with("m365:")) {
       continue;
     }
@@ -342,6 +366,11 @@ RouteDecision Router::decide(const QueuedMessage& msg, int64_t now_ms,
     return viaRelay(msg, msg.route, now_ms);
   }
   const bool pinned_m365 = msg.route_pinned;
+  if (mb->manual && !pinned_m365) {
+    // The failover event was recorded by failover(); failed_over keeps viaRelays from another.
+    return viaRelays(msg, *mb, true, 0, now_ms, relay_usable,
+                     std::string(kManualReason) + mb->manual_actor);
+  }
 
   switch (mb->state) {
   case RouteState::kActive: {
@@ -354,7 +383,7 @@ RouteDecision Router::decide(const QueuedMessage& msg, int64_t now_ms,
       d.charges.push_back(mb->ledger.charge(now_ms, recipients));
       const auto p = static_cast<size_t>(priority);
       mb->over_budget_reported[p] = false;
-      if (mb->failed_over[p]) {
+      if (mb->failed_over[p] && !mb->manual) { // a pinned message under a manual failover
         mb->failed_over[p] = false;
         event(*mb, "route.failback",
               JsonObject()
@@ -675,23 +704,136 @@ std::vector<std::pair<std::string, int64_t>> Router::probesDue() const {
   return out;
 }
 
+MailboxRouteView Router::viewOf(MailboxRoute& mb, int64_t now_ms) {
+  refresh(mb, now_ms);
+  MailboxRouteView v;
+  v.tenant = mb.tenant->id;
+  v.address = mb.mailbox->address;
+  v.state = mb.state;
+  v.until_ms = mb.until_ms;
+  v.reason = mb.reason;
+  v.hint = mb.hint;
+  v.usage = mb.ledger.usage(now_ms);
+  v.max_connections = maxConnections(mb.address, now_ms);
+  v.failed_over = mb.manual || mb.failed_over[0] || mb.failed_over[1];
+  v.manual_failover = mb.manual;
+  v.manual_actor = mb.manual_actor;
+  v.manual_since_ms = mb.manual_since_ms;
+  return v;
+}
+
 std::optional<MailboxRouteView> Router::view(std::string_view address, int64_t now_ms) {
   MailboxRoute* mb = find(config::lowerAscii(address));
   if (mb == nullptr) {
     return std::nullopt;
   }
+  return viewOf(*mb, now_ms);
+}
+
+void Router::forEachView(std::string_view tenant, int64_t now_ms,
+                         const std::function<void(const MailboxRouteView&)>& fn) {
+  for (auto& [_, mb] : mailboxes_) {
+    if (tenant.empty() || mb->tenant->id == tenant) {
+      fn(viewOf(*mb, now_ms));
+    }
+  }
+}
+
+Result<bool> Router::failover(std::string_view address, std::string_view actor, int64_t now_ms) {
+  MailboxRoute* mb = find(address);
+  if (mb == nullptr) {
+    return fail("route.unknown_mailbox",
+                fmt::format("{} is not a configured mailbox's primary address", address),
+                "use the address under tenants[].mailboxes[].address");
+  }
+  if (mb->tenant->fallback.empty()) {
+    return fail("route.no_fallback",
+                fmt::format("tenant {} has no fallback relay, so a failover of {} would only hold "
+                            "its mail",
+                            mb->tenant->id, mb->mailbox->address),
+                "list relays under the tenant's fallback first");
+  }
+  if (mb->manual) {
+    return false;
+  }
+  mb->manual = true;
+  mb->manual_actor = std::string(actor);
+  mb->manual_since_ms = now_ms;
+  mb->failed_over.fill(true);
+  Change c;
+  c.manual = true;
+  c.state.key = manualFailoverKey(mb->address);
+  c.state.state = "failover";
+  c.state.reason = std::string(kManualReason) + mb->manual_actor;
+  c.state.hint = "failback sends the mailbox's mail through Microsoft 365 again";
+  c.event = EventRecord{"route.failover", mb->tenant->id, mb->mailbox->address,
+                        JsonObject()
+                            .flag("manual", true)
+                            .str("actor", actor)
+                            .str("from", kMicrosoft365Route)
+                            .str("to", mb->tenant->fallback.front())
+                            .str("reason", c.state.reason)
+                            .str("state", toString(mb->state))
+                            .num("time_ms", now_ms)
+                            .done()};
+  changes_.push_back(std::move(c));
+  return true;
+}
+
+Result<void> Router::failback(std::string_view address, std::string_view actor, int64_t now_ms) {
+  MailboxRoute* mb = find(address);
+  if (mb == nullptr) {
+    return fail("route.unknown_mailbox",
+                fmt::format("{} is not a configured mailbox's primary address", address),
+                "use the address under tenants[].mailboxes[].address");
+  }
   refresh(*mb, now_ms);
-  MailboxRouteView v;
-  v.tenant = mb->tenant->id;
-  v.address = mb->mailbox->address;
-  v.state = mb->state;
-  v.until_ms = mb->until_ms;
-  v.reason = mb->reason;
-  v.hint = mb->hint;
-  v.usage = mb->ledger.usage(now_ms);
-  v.max_connections = maxConnections(mb->address, now_ms);
-  v.failed_over = mb->failed_over[0] || mb->failed_over[1];
-  return v;
+  const RouteState before = mb->state;
+  const bool was_manual = mb->manual;
+  if (was_manual) {
+    mb->manual = false;
+    mb->manual_actor.clear();
+    mb->manual_since_ms = 0;
+    Change c;
+    c.manual = true;
+    c.state.key = manualFailoverKey(mb->address);
+    c.state.state = "active";
+    changes_.push_back(std::move(c));
+  }
+  if (before == RouteState::kExhausted || before == RouteState::kPaused) {
+    mb->ledger.clearExhausted();
+    mb->state = RouteState::kActive;
+    mb->until_ms = 0;
+    mb->reason.clear();
+    mb->hint.clear();
+  } else if (before == RouteState::kDisconnected) {
+    mb->until_ms = now_ms; // probesDue(): a login probe now
+  }
+  // A new episode starts from here: the next message that cannot use the route records
+  // route.failover again, and the next one through it records no second failback.
+  mb->failed_over.fill(false);
+  mb->over_budget_reported.fill(false);
+  Change c;
+  c.manual = true;
+  c.state.key = m365Key(mb->address);
+  c.state.state = std::string(toString(mb->state));
+  c.state.until_ms = mb->until_ms;
+  c.state.reason = mb->reason;
+  c.state.hint = mb->hint;
+  JsonObject data;
+  data.flag("manual", true)
+      .str("actor", actor)
+      .str("route", kMicrosoft365Route)
+      .str("previous_state", toString(before))
+      .str("state", toString(mb->state))
+      .flag("manual_failover_cleared", was_manual);
+  if (mb->state == RouteState::kDisconnected) {
+    data.str("reason", "the login is tried again now: " + mb->reason);
+  }
+  c.event = EventRecord{"route.failback", mb->tenant->id, mb->mailbox->address,
+                        data.num("time_ms", now_ms).done()};
+  changes_.push_back(std::move(c));
+  return {};
 }
 
 std::vector<Router::Change> Router::takeChanges() {

@@ -8,6 +8,7 @@
 // hundred bytes while it sends nothing (ledgers keep at most 241 buckets).
 #pragma once
 
+#include "base/error.h"
 #include "config/config.h"
 #include "net/backoff.h"
 #include "relay/queue_store.h"
@@ -94,8 +95,19 @@ struct MailboxRouteView {
   std::string hint;
   route::LedgerUsage usage;
   uint32_t max_connections = 0;
-  bool failed_over = false; // the last message of this mailbox went through a relay
+  // Some of this mailbox's mail goes through the fallback chain now: an episode of automatic
+  // failover (the route cannot take it) or a manual failover.
+  bool failed_over = false;
+  // An operator's failover (Router::failover) is in force: the mailbox's new mail goes through
+  // the fallback chain until failback, whatever the route's own state.
+  bool manual_failover = false;
+  std::string manual_actor; // who asked (the API token's name)
+  int64_t manual_since_ms = 0;
 };
+
+// The key under which a mailbox's manual failover is persisted (QueueStore::saveRouteState), apart
+// from its route's own state ("m365:<address>"), so that each survives a restart by itself.
+[[nodiscard]] std::string manualFailoverKey(std::string_view address);
 
 class Router {
 public:
@@ -145,12 +157,34 @@ public:
 
   // The configured mailbox for a (lower-case) address, or nullptr.
   [[nodiscard]] const config::Mailbox* mailbox(std::string_view address) const;
+  // The mailbox's route, `address` in any case; nullopt for an address that is not a configured
+  // mailbox's primary address.
   [[nodiscard]] std::optional<MailboxRouteView> view(std::string_view address, int64_t now_ms);
+  // Every configured mailbox's view in address order (lower case), only those of `tenant` when it
+  // is not empty. `fn` must not call the router.
+  void forEachView(std::string_view tenant, int64_t now_ms,
+                   const std::function<void(const MailboxRouteView&)>& fn);
+
+  // --- operator actions (the control API) ----------------------------------------------------
+
+  // Manual failover of `address` (lower case): its new mail goes through the tenant's fallback
+  // chain until failback(), whatever the route's state; messages pinned to Microsoft 365 keep
+  // their route. Persisted under manualFailoverKey() with a route.failover event whose data
+  // carries "manual": true and "actor". Returns true when it was not in force already (then
+  // nothing is recorded again). Errors: "route.unknown_mailbox"; "route.no_fallback" when the
+  // tenant has no fallback relay (every message would only be held).
+  Result<bool> failover(std::string_view address, std::string_view actor, int64_t now_ms);
+  // Operator failback of `address` (lower case): clears a manual failover and an exhausted or
+  // paused state (the ledger's own budget still applies), and makes a disconnected route due for
+  // a login probe now (probesDue()). Records route.failback with "manual": true and "actor".
+  // Errors: "route.unknown_mailbox".
+  Result<void> failback(std::string_view address, std::string_view actor, int64_t now_ms);
 
   // State changes to persist (QueueStore::saveRouteState) and events to record, oldest first.
   struct Change {
     RouteStateRecord state;
     std::optional<EventRecord> event;
+    bool manual = false; // an operator's action (failover, failback), not the router's own
   };
   [[nodiscard]] std::vector<Change> takeChanges();
 
@@ -171,6 +205,7 @@ private:
                           std::string why);
   RouteDecision viaRelay(const QueuedMessage& msg, std::string_view relay, int64_t now_ms);
   void refresh(MailboxRoute& mb, int64_t now_ms);
+  MailboxRouteView viewOf(MailboxRoute& mb, int64_t now_ms);
   void setState(MailboxRoute& mb, RouteState state, int64_t until_ms, std::string reason,
                 std::string hint, std::string event_type, bool alert, int64_t now_ms);
   void event(const MailboxRoute& mb, std::string type, std::string data_json);

@@ -116,6 +116,23 @@ QueuedMessage TestStore::waitFinal(const std::string& id, std::chrono::milliseco
   }
 }
 
+std::vector<store::StoredEvent> TestStore::events() {
+  auto evs = await<std::vector<store::StoredEvent>>(
+      [&](auto done) { store_->listEvents(0, 100000, done); });
+  EXPECT_TRUE(evs.has_value()) << evs.error().describe();
+  return evs ? *evs : std::vector<store::StoredEvent>{};
+}
+
+std::vector<store::StoredEvent> TestStore::events(const std::string& type) {
+  std::vector<store::StoredEvent> out;
+  for (auto& e : events()) {
+    if (e.type == type) {
+      out.push_back(std::move(e));
+    }
+  }
+  return out;
+}
+
 NewMessage makeMessage(std::vector<std::string> recipients, std::string body,
                        std::chrono::milliseconds lifetime) {
   NewMessage m;
@@ -143,6 +160,49 @@ config::Config makeConfig(uint16_t port, uint32_t max_connections) {
   c.queue.lifetime = std::chrono::hours(1);
   c.queue.messages_per_connection = 100;
   return c;
+}
+
+config::Mailbox makeMailbox(const std::string& address, uint16_t m365_port,
+                            const std::string& password) {
+  config::Mailbox m;
+  m.address = address;
+  m.auth = config::MailboxAuth{config::AuthMethod::kAppPassword, Secret(password), std::nullopt};
+  m.smtp.host = "127.0.0.1";
+  m.smtp.port = m365_port;
+  m.smtp.tls = config::TlsMode::kNone;
+  return m;
+}
+
+config::Config makeM365Config(uint16_t m365_port, uint16_t relay_port, const std::string& address,
+                              const std::string& password) {
+  config::Config c = makeConfig(relay_port, 2);
+  config::Tenant t;
+  t.id = "acme";
+  t.limits.messages_per_minute = 6'000'000; // one start every 10 µs: no pacing in the way
+  t.fallback = {"default"};
+  t.mailboxes.push_back(makeMailbox(address, m365_port, password));
+  c.tenants.push_back(std::move(t));
+  return c;
+}
+
+NewMessage makeMailboxMessage(const std::string& mailbox, std::vector<std::string> recipients,
+                              std::chrono::milliseconds lifetime) {
+  NewMessage m = makeMessage(std::move(recipients), {}, lifetime);
+  m.mail_from = mailbox;
+  m.tenant = "acme";
+  m.mailbox = mailbox;
+  m.route.clear();
+  return m;
+}
+
+FakeSmtpServer::Options m365ServerOptions(const std::string& address, const std::string& password,
+                                          uint16_t port) {
+  FakeSmtpServer::Options o;
+  o.auth_mechanisms = "LOGIN";
+  o.username = address;
+  o.password = password;
+  o.port = port;
+  return o;
 }
 
 uint16_t unusedPort() {

@@ -91,6 +91,10 @@ public:
   // Waits until the message is sent or failed; returns it.
   QueuedMessage waitFinal(const std::string& id,
                           std::chrono::milliseconds limit = std::chrono::seconds(20));
+  // Every event in the outbox, oldest first.
+  std::vector<store::StoredEvent> events();
+  // Those of one type.
+  std::vector<store::StoredEvent> events(const std::string& type);
 
 private:
   TempDir dir_;
@@ -104,6 +108,18 @@ NewMessage makeMessage(std::vector<std::string> recipients, std::string body = {
 // A Config with one relay "default" at 127.0.0.1:port, no TLS, tiny retry delays.
 config::Config makeConfig(uint16_t port, uint32_t max_connections = 2);
 
+// makeConfig(relay_port) plus tenant "acme" with fallback {"default"} and one mailbox, `address`,
+// whose Microsoft 365 submission is 127.0.0.1:m365_port without TLS (AUTH LOGIN with the address
+// and `password`). No pacing, so tests do not wait for it.
+config::Config makeM365Config(uint16_t m365_port, uint16_t relay_port,
+                              const std::string& address = "rep1@acme.example",
+                              const std::string& password = "app-password");
+// A mailbox of that shape, for a test to add to a tenant.
+config::Mailbox makeMailbox(const std::string& address, uint16_t m365_port,
+                            const std::string& password = "app-password");
+// A message of `mailbox` (tenant "acme"), routed by the router.
+NewMessage makeMailboxMessage(const std::string& mailbox, std::vector<std::string> recipients,
+                              std::chrono::milliseconds lifetime = std::chrono::hours(1));
 // A port nobody listens on right now (bound, then released).
 uint16_t unusedPort();
 
@@ -170,6 +186,11 @@ private:
   Session* held_ = nullptr;
   std::optional<Message> held_message_;
 };
+
+// A fake Microsoft 365 submission server: AUTH LOGIN for `address` with `password`.
+FakeSmtpServer::Options m365ServerOptions(const std::string& address = "rep1@acme.example",
+                                          const std::string& password = "app-password",
+                                          uint16_t port = 0);
 
 // A self-signed certificate for 127.0.0.1 and localhost, made once per run. Empty paths if the
 // openssl command is missing (TLS tests then skip).

@@ -41,6 +41,7 @@ constexpr uint32_t kUnpaced = 6'000'000;
 constexpr std::string_view kAddress = "rep1@acme.example"; // lower case, as the router keys it
 constexpr std::string_view kWritten = "Rep1@Acme.example"; // as configured
 const std::string kM365Key = "m365:rep1@acme.example";
+const std::string kManualKey = "manual:rep1@acme.example";
 
 bool contains(std::string_view text, std::string_view part) {
   return text.find(part) != std::string_view::npos;
@@ -181,7 +182,7 @@ protected:
       EXPECT_TRUE(e.data.is_object()) << e.type << ": " << c.event->data_json;
       EXPECT_EQ(e.tenant, "acme");
       EXPECT_EQ(e.mailbox, kWritten);
-      EXPECT_EQ(c.state.key, kM365Key);
+      EXPECT_TRUE(c.state.key == kM365Key || c.state.key == kManualKey) << c.state.key;
       out.push_back(std::move(e));
     }
     return out;
@@ -1272,6 +1273,188 @@ TEST_F(RouterTest, MailboxLookupAndLongestWindow) {
   EXPECT_EQ(router().mailbox(kAddress), &rep1());
   EXPECT_EQ(router().mailbox("nobody@acme.example"), nullptr);
   EXPECT_EQ(router().maxWindowMs(), 48 * kHourMs);
+}
+
+// --- operator failover and failback -----------------------------------------------------------
+
+TEST_F(RouterTest, ManualFailoverSendsNewMailThroughTheChainUntilFailback) {
+  EXPECT_EQ(manualFailoverKey(kAddress), kManualKey);
+  auto started = router().failover(kAddress, "ops-token", kT0);
+  ASSERT_TRUE(started.has_value()) << started.error().describe();
+  EXPECT_TRUE(*started);
+  auto cs = changes();
+  ASSERT_EQ(cs.size(), 1u);
+  EXPECT_TRUE(cs[0].manual);
+  EXPECT_EQ(cs[0].state.key, kManualKey);
+  EXPECT_EQ(cs[0].state.state, "failover");
+  EXPECT_EQ(cs[0].state.reason, "manual failover by ops-token");
+  ASSERT_TRUE(cs[0].event.has_value());
+  EXPECT_EQ(cs[0].event->type, "route.failover");
+  const json data = json::parse(cs[0].event->data_json);
+  EXPECT_EQ(data.value("manual", false), true);
+  EXPECT_EQ(data.value("actor", ""), "ops-token");
+  EXPECT_EQ(data.value("from", ""), "microsoft365");
+  EXPECT_EQ(data.value("to", ""), "primary");
+
+  const auto v = router().view(kAddress, kT0);
+  ASSERT_TRUE(v);
+  EXPECT_EQ(v->state, RouteState::kActive); // the route itself is fine
+  EXPECT_TRUE(v->manual_failover);
+  EXPECT_EQ(v->manual_actor, "ops-token");
+  EXPECT_EQ(v->manual_since_ms, kT0);
+  EXPECT_TRUE(v->failed_over);
+
+  // New mail goes through the chain; no second failover event, none per message.
+  for (int i = 0; i < 3; ++i) {
+    const RouteDecision d = decide(1, kT0 + (i + 1) * kSecondMs);
+    ASSERT_EQ(d.kind, Kind::kSend) << d.reason;
+    EXPECT_EQ(d.route, "primary");
+    EXPECT_TRUE(d.failover);
+    EXPECT_TRUE(contains(d.reason, "manual failover by ops-token")) << d.reason;
+  }
+  EXPECT_TRUE(events().empty());
+  // Asking again changes nothing.
+  ASSERT_TRUE(router().failover(kAddress, "someone-else", kT0 + 5 * kSecondMs).has_value());
+  EXPECT_FALSE(*router().failover(kAddress, "someone-else", kT0 + 5 * kSecondMs));
+  EXPECT_TRUE(changes().empty());
+  EXPECT_EQ(router().view(kAddress, kT0)->manual_actor, "ops-token");
+
+  ASSERT_TRUE(router().failback(kAddress, "ops-token", kT0 + 10 * kSecondMs).has_value());
+  cs = changes();
+  ASSERT_EQ(cs.size(), 2u);
+  EXPECT_EQ(cs[0].state.key, kManualKey);
+  EXPECT_EQ(cs[0].state.state, "active");
+  EXPECT_FALSE(cs[0].event.has_value());
+  EXPECT_EQ(cs[1].state.key, kM365Key);
+  ASSERT_TRUE(cs[1].event.has_value());
+  EXPECT_EQ(cs[1].event->type, "route.failback");
+  const json back = json::parse(cs[1].event->data_json);
+  EXPECT_EQ(back.value("manual", false), true);
+  EXPECT_EQ(back.value("actor", ""), "ops-token");
+  EXPECT_EQ(back.value("manual_failover_cleared", false), true);
+  EXPECT_FALSE(router().view(kAddress, kT0)->manual_failover);
+  EXPECT_FALSE(router().view(kAddress, kT0)->failed_over);
+
+  // Back through Microsoft 365 without another (automatic) failback event.
+  sendViaM365(1, kT0 + 11 * kSecondMs);
+  EXPECT_TRUE(events().empty());
+}
+
+TEST_F(RouterTest, ManualFailoverIsRefusedWithoutAFallbackAndForAnUnknownMailbox) {
+  auto unknown = router().failover("nobody@acme.example", "ops", kT0);
+  ASSERT_FALSE(unknown.has_value());
+  EXPECT_EQ(unknown.error().code, "route.unknown_mailbox");
+  auto unknown_back = router().failback("nobody@acme.example", "ops", kT0);
+  ASSERT_FALSE(unknown_back.has_value());
+  EXPECT_EQ(unknown_back.error().code, "route.unknown_mailbox");
+
+  acme().fallback.clear();
+  router_.reset();
+  auto none = router().failover(kAddress, "ops", kT0);
+  ASSERT_FALSE(none.has_value());
+  EXPECT_EQ(none.error().code, "route.no_fallback");
+  EXPECT_TRUE(contains(none.error().message, "acme")) << none.error().message;
+  EXPECT_TRUE(changes().empty());
+  EXPECT_FALSE(router().view(kAddress, kT0)->manual_failover);
+}
+
+TEST_F(RouterTest, ManualFailoverLetsMessagesPinnedToMicrosoft365KeepTheirRoute) {
+  ASSERT_TRUE(router().failover(kAddress, "ops", kT0).has_value());
+  (void)changes();
+  QueuedMessage pinned = message(1);
+  pinned.route = std::string(kMicrosoft365Route);
+  pinned.route_pinned = true;
+  const RouteDecision d = decide(pinned, kT0 + kSecondMs);
+  ASSERT_EQ(d.kind, Kind::kSend) << d.reason;
+  EXPECT_EQ(d.route, kMicrosoft365Route);
+  EXPECT_TRUE(events().empty()); // not a failback
+  EXPECT_EQ(decide(1, kT0 + 2 * kSecondMs).route, "primary");
+  EXPECT_TRUE(events().empty());
+}
+
+TEST_F(RouterTest, ManualFailoverOverridesAHeldDisconnectedRoute) {
+  (void)router().onReply(kAddress, rule(535, kSmtpAuthOffText), 535, kSmtpAuthOffText, kT0);
+  (void)events();
+  EXPECT_EQ(decide(1, kT0 + kSecondMs).kind, Kind::kWait); // on_disconnect: hold
+  ASSERT_TRUE(router().failover(kAddress, "ops", kT0 + 2 * kSecondMs).has_value());
+  (void)events();
+  const RouteDecision d = decide(1, kT0 + 3 * kSecondMs);
+  ASSERT_EQ(d.kind, Kind::kSend) << d.reason;
+  EXPECT_EQ(d.route, "primary");
+}
+
+TEST_F(RouterTest, FailbackClearsAnExhaustedRouteButTheLedgerStillCounts) {
+  (void)router().onReply(kAddress, rule(554, kQuotaText), 554, kQuotaText, kT0);
+  (void)events();
+  EXPECT_EQ(state(kT0 + kSecondMs), RouteState::kExhausted);
+  ASSERT_TRUE(router().failback(kAddress, "ops", kT0 + 2 * kSecondMs).has_value());
+  const auto evs = events();
+  ASSERT_EQ(types(evs), Types{"route.failback"});
+  EXPECT_EQ(evs[0].data.value("previous_state", ""), "exhausted");
+  EXPECT_EQ(evs[0].data.value("state", ""), "active");
+  EXPECT_EQ(evs[0].data.value("manual_failover_cleared", true), false);
+  EXPECT_EQ(evs[0].state.state, "active");
+  const auto v = router().view(kAddress, kT0 + 2 * kSecondMs);
+  EXPECT_EQ(v->state, RouteState::kActive);
+  EXPECT_FALSE(v->usage.exhausted_until_ms.has_value());
+  sendViaM365(5, kT0 + 3 * kSecondMs);
+  sendViaM365(5, kT0 + 4 * kSecondMs);
+  // The ledger's own budget (10) still applies.
+  const RouteDecision d = decide(1, kT0 + 5 * kSecondMs);
+  EXPECT_EQ(d.route, "primary");
+  EXPECT_EQ(types(events()), (Types{"route.exhausted", "route.failover"}));
+}
+
+TEST_F(RouterTest, FailbackClearsAPausedRouteAndProbesADisconnectedOneNow) {
+  (void)router().onReply(kAddress, rule(550, kThrottledText), 550, kThrottledText, kT0);
+  (void)events();
+  ASSERT_TRUE(router().failback(kAddress, "ops", kT0 + kSecondMs).has_value());
+  (void)events();
+  EXPECT_EQ(state(kT0 + kSecondMs), RouteState::kActive);
+
+  (void)router().onReply(kAddress, rule(535, kSmtpAuthOffText), 535, kSmtpAuthOffText, kT0);
+  (void)events();
+  ASSERT_EQ(router().probesDue().at(0).second, kT0 + kMinuteMs);
+  ASSERT_TRUE(router().failback(kAddress, "ops", kT0 + 2 * kSecondMs).has_value());
+  const auto evs = events();
+  ASSERT_EQ(types(evs), Types{"route.failback"});
+  EXPECT_EQ(evs[0].data.value("state", ""), "disconnected");
+  EXPECT_EQ(state(kT0 + 2 * kSecondMs), RouteState::kDisconnected); // until a login works
+  EXPECT_EQ(router().probesDue().at(0).second, kT0 + 2 * kSecondMs);
+}
+
+TEST_F(RouterTest, RestoredManualFailoverIsInForceWithItsActor) {
+  RoutingSnapshot snap;
+  snap.states.push_back({kManualKey, "failover", 0, "manual failover by ops-token", "", kT0});
+  router().restore(snap, kT0 + kMinuteMs);
+  const auto v = router().view(kAddress, kT0 + kMinuteMs);
+  ASSERT_TRUE(v);
+  EXPECT_TRUE(v->manual_failover);
+  EXPECT_EQ(v->manual_actor, "ops-token");
+  EXPECT_EQ(v->manual_since_ms, kT0);
+  EXPECT_EQ(decide(1, kT0 + kMinuteMs).route, "primary");
+  EXPECT_TRUE(events().empty());
+
+  // A failback stored as "active" under the same key restores nothing.
+  router_.reset();
+  snap.states[0].state = "active";
+  router().restore(snap, kT0 + kMinuteMs);
+  EXPECT_FALSE(router().view(kAddress, kT0 + kMinuteMs)->manual_failover);
+}
+
+TEST_F(RouterTest, ForEachViewVisitsEveryMailboxOfATenant) {
+  acme().mailboxes.push_back(appPasswordMailbox("a@acme.example"));
+  config::Tenant beta;
+  beta.id = "beta";
+  beta.mailboxes.push_back(appPasswordMailbox("b@beta.example"));
+  config_.tenants.push_back(beta);
+  std::vector<std::string> all;
+  router().forEachView({}, kT0, [&](const MailboxRouteView& v) { all.push_back(v.address); });
+  EXPECT_EQ(all, (std::vector<std::string>{"a@acme.example", "b@beta.example", kWritten.data()}));
+  std::vector<std::string> acme_only;
+  router().forEachView("acme", kT0,
+                       [&](const MailboxRouteView& v) { acme_only.push_back(v.address); });
+  EXPECT_EQ(acme_only, (std::vector<std::string>{"a@acme.example", kWritten.data()}));
 }
 
 TEST(RouterStateNames, AreTheStoredSpellings) {
