@@ -93,12 +93,6 @@ struct GObjectUnref {
 };
 using AddressListPtr = std::unique_ptr<InternetAddressList, GObjectUnref>;
 
-void initGmime() {
-  static std::once_flag once;
-  // Never shut down: other code in the process may use GMime too, and its state is small.
-  std::call_once(once, [] { g_mime_init(); });
-}
-
 Error badFrom(std::string message) {
   return Error("header.bad_from", std::move(message),
                "write From as an address list, e.g. \"Name <rep@example.com>\"");
@@ -223,6 +217,12 @@ Result<void> parseFrom(std::string_view value, std::vector<std::string>& out) {
 }
 
 } // namespace
+
+void initGmime() {
+  static std::once_flag once;
+  // Never shut down: other code in the process may use GMime too, and its state is small.
+  std::call_once(once, [] { g_mime_init(); });
+}
 
 Result<HeaderFacts> scanHeaders(std::string_view message) {
   // Nothing past this window is read: the empty line must start at or before kMaxHeaderBytes, and

@@ -41,6 +41,11 @@ struct HeaderFacts {
   std::optional<std::string> priority;
 };
 
+// Initialises GMime once per process; thread-safe. Every library of the process that uses GMime
+// calls this instead of g_mime_init, whose own initialisation counter is not atomic, so that two
+// threads never initialise it at the same time.
+void initGmime();
+
 // Reads the header block (everything before the first empty line; the whole message when there
 // is none). Errors: "header.too_large" (no end of header within kMaxHeaderBytes),
 // "header.bad_from" (a From field does not parse as an address list, names no mailbox, holds a
