@@ -28,10 +28,6 @@ namespace {
 // start (at-least-once; docs/queue.md).
 constexpr std::chrono::seconds kDrainDeadline{60};
 
-// The largest request body the API takes: POST /v1/messages carries a whole message, as JSON
-// (base64 attachments grow by a third) or raw; everything else is small.
-constexpr std::size_t kApiBodyBytes = 1024 * 1024;
-
 int64_t wallClockMs() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
              std::chrono::system_clock::now().time_since_epoch())
@@ -164,12 +160,8 @@ Result<std::unique_ptr<Daemon>> Daemon::create(config::Config config, std::strin
     api_options.tls_cert = cfg.listeners.api.tls->cert;
     api_options.tls_key = cfg.listeners.api.tls->key;
   }
-  api_options.http.max_body_bytes = kApiBodyBytes;
-  const std::size_t message_body =
-      static_cast<std::size_t>(cfg.listeners.smtp.max_message_bytes) / 3 * 4 + kApiBodyBytes;
-  api_options.http.body_limit = [message_body](std::string_view method, std::string_view path) {
-    return method == "POST" && path == "/v1/messages" ? message_body : kApiBodyBytes;
-  };
+  api_options.http.max_body_bytes = api::ControlApi::kSmallBodyBytes;
+  api_options.http.body_limit = impl->control->bodyLimit();
   auto api = api::ApiServer::create(*impl->loop, std::move(api_options), impl->control->handler());
   if (!api) {
     return std::unexpected(api.error());

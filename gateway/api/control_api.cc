@@ -61,7 +61,15 @@ void ControlApi::State::addRoutes() {
   add("GET", "/v1/openapi.json", false, Permission::kRead, &State::getOpenApi);
   add("GET", "/v1/status", true, Permission::kRead, &State::getStatus);
   add("GET", "/v1/tenants", true, Permission::kRead, &State::getTenants);
+  add("GET", "/v1/mailboxes", true, Permission::kRead, &State::getMailboxes);
+  add("GET", "/v1/mailboxes/{address}", true, Permission::kRead, &State::getMailbox);
+  add("POST", "/v1/mailboxes/{address}/failover", true, Permission::kOperate, &State::postFailover);
+  add("POST", "/v1/mailboxes/{address}/failback", true, Permission::kOperate, &State::postFailback);
+  add("POST", "/v1/messages", true, Permission::kSubmit, &State::postMessage);
   add("GET", "/v1/messages/{id}", true, Permission::kRead, &State::getMessage);
+  add("POST", "/v1/messages/{id}/retry", true, Permission::kOperate, &State::postRetry);
+  add("DELETE", "/v1/messages/{id}", true, Permission::kOperate, &State::deleteMessage);
+  add("GET", "/v1/queue", true, Permission::kRead, &State::getQueue);
   add("POST", "/v1/config/reload", true, Permission::kOperate, &State::postReload);
   add("GET", "/v1/events", true, Permission::kRead, &State::getEvents);
 }
@@ -315,6 +323,7 @@ void ControlApi::State::postReload(const CallPtr& call) {
 ControlApi::ControlApi(ControlApiDeps deps, std::shared_ptr<const config::Config> config)
     : state_(std::make_shared<State>(std::move(deps), std::move(config))) {
   state_->addRoutes();
+  state_->rebuildDirectory();
   state_->feed = std::make_unique<EventFeed>(*state_->deps.loop, *state_->deps.store);
 }
 
@@ -331,8 +340,29 @@ AsyncHttpHandler ControlApi::handler() {
   };
 }
 
+std::function<std::size_t(const HttpRequest& head)> ControlApi::bodyLimit() const {
+  std::weak_ptr<State> weak = state_;
+  return [weak](const HttpRequest& head) -> std::size_t {
+    auto self = weak.lock();
+    if (!self || head.method != "POST" || head.path != "/v1/messages") {
+      return kSmallBodyBytes;
+    }
+    const std::string* authorization = head.header("authorization");
+    const auto& config = *self->config;
+    auto token = authenticate(config.listeners.api.tokens,
+                              authorization != nullptr ? *authorization : std::string_view());
+    if (!token || !permits(**token, Permission::kSubmit)) {
+      return kSmallBodyBytes; // answered 401/403 once the (small) body is in
+    }
+    // JSON carries attachments in base64 (4 bytes per 3) and escapes; a raw message is as is.
+    return static_cast<std::size_t>(config.listeners.smtp.max_message_bytes) / 3 * 4 +
+           kSmallBodyBytes;
+  };
+}
+
 void ControlApi::reconfigure(std::shared_ptr<const config::Config> config) {
   state_->config = std::move(config);
+  state_->rebuildDirectory();
 }
 
 void ControlApi::drain() {

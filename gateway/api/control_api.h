@@ -71,6 +71,13 @@ public:
   // The handler to give the ApiServer.
   [[nodiscard]] AsyncHttpHandler handler();
 
+  // The request body limit for HttpServerOptions::body_limit: a whole message for POST
+  // /v1/messages from a token that may submit (listeners.smtp.max_message_bytes, in JSON with
+  // base64 attachments, plus room for the rest), kSmallBodyBytes for everything else, so that a
+  // client without a valid token can never make the gateway hold a large body.
+  [[nodiscard]] std::function<std::size_t(const HttpRequest& head)> bodyLimit() const;
+  static constexpr std::size_t kSmallBodyBytes = 1024 * 1024;
+
   // A reloaded configuration: tokens, tenants and limits of later requests.
   void reconfigure(std::shared_ptr<const config::Config> config);
 

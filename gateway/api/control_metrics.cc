@@ -71,20 +71,75 @@ void ControlApi::State::writeDeliveryMetrics(PrometheusWriter& w) const {
   if (deps.delivery == nullptr) {
     return;
   }
-  const relay::DeliveryStats s = deps.delivery->stats();
+  const relay::DeliveryMetrics m = deps.delivery->metrics();
+  w.family("mailgate_messages_total", "counter",
+           "Delivery outcomes by route (microsoft365, a relay, none) and outcome (sent, deferred, "
+           "failed), one per recorded attempt, expiry or cancel.");
+  for (const auto& [key, n] : m.messages) {
+    w.sample("mailgate_messages_total", {{"route", key.first}, {"outcome", key.second}},
+             static_cast<double>(n));
+  }
+  w.family("mailgate_upstream_replies_total", "counter",
+           "Upstream replies by class: the Microsoft 365 reply-table rule, else 2xx/4xx/5xx, or "
+           "connection for a failure without a reply.");
+  for (const auto& [cls, n] : m.replies) {
+    w.sample("mailgate_upstream_replies_total", {{"class", cls}}, static_cast<double>(n));
+  }
+  w.family("mailgate_failovers_total", "counter",
+           "Failovers to the fallback relays: automatic episodes and manual ones.");
+  w.sample("mailgate_failovers_total", {{"kind", "automatic"}},
+           static_cast<double>(m.failovers_automatic));
+  w.sample("mailgate_failovers_total", {{"kind", "manual"}},
+           static_cast<double>(m.failovers_manual));
+  w.family("mailgate_failed_over_messages_total", "counter",
+           "Attempts through a relay for a mailbox that has its own Microsoft 365 route.");
+  w.sample("mailgate_failed_over_messages_total", static_cast<double>(m.failed_over_messages));
   w.family("mailgate_upstream_connections", "gauge", "Open connections to upstream SMTP servers.");
-  w.sample("mailgate_upstream_connections", static_cast<double>(s.open_connections));
+  w.sample("mailgate_upstream_connections", static_cast<double>(m.connections_open));
   w.family("mailgate_upstream_connects_total", "counter",
-           "Upstream connections opened, and those that failed before they were ready.");
+           "Upstream connections that became ready, and those that failed before.");
   w.sample("mailgate_upstream_connects_total", {{"result", "ready"}},
-           static_cast<double>(s.connections_ready));
+           static_cast<double>(m.connections_ready));
   w.sample("mailgate_upstream_connects_total", {{"result", "failed"}},
-           static_cast<double>(s.connect_failures));
-  w.family("mailgate_delivery_attempts_total", "counter", "Delivery attempts started.");
-  w.sample("mailgate_delivery_attempts_total", static_cast<double>(s.attempts));
-  w.family("mailgate_delivery_waiting", "gauge",
-           "Messages the delivery engine holds that are not being sent right now.");
-  w.sample("mailgate_delivery_waiting", static_cast<double>(s.waiting));
+           static_cast<double>(m.connections_failed));
+  w.family("mailgate_delivery_messages", "gauge",
+           "Messages the delivery engine holds: waiting (not due, held, ready) and in flight.");
+  w.sample("mailgate_delivery_messages", {{"state", "waiting"}},
+           static_cast<double>(m.messages_waiting));
+  w.sample("mailgate_delivery_messages", {{"state", "in_flight"}},
+           static_cast<double>(m.messages_in_flight));
+
+  // Per mailbox: one pass over the engine's mailboxes, three families written side by side.
+  PrometheusWriter used;
+  PrometheusWriter remaining;
+  PrometheusWriter state;
+  used.family("mailgate_ledger_recipients_used", "gauge",
+              "Recipients counted in the mailbox's rolling Microsoft 365 window.");
+  remaining.family("mailgate_ledger_recipients_remaining", "gauge",
+                   "Recipients the mailbox's Microsoft 365 window still allows.");
+  state.family("mailgate_route_state", "gauge",
+               "1 for the state the mailbox's Microsoft 365 route is in (active, exhausted, "
+               "paused, disconnected, unconfigured); failed_over=1 while its mail goes to the "
+               "relays.");
+  deps.delivery->forEachMailbox([&](const relay::MailboxStatus& s) {
+    const auto& v = s.route;
+    used.sample("mailgate_ledger_recipients_used", {{"tenant", v.tenant}, {"mailbox", v.address}},
+                static_cast<double>(v.usage.used));
+    if (v.usage.remaining) {
+      remaining.sample("mailgate_ledger_recipients_remaining",
+                       {{"tenant", v.tenant}, {"mailbox", v.address}},
+                       static_cast<double>(*v.usage.remaining));
+    }
+    state.sample("mailgate_route_state",
+                 {{"tenant", v.tenant},
+                  {"mailbox", v.address},
+                  {"state", relay::toString(v.state)},
+                  {"failed_over", v.failed_over ? "1" : "0"}},
+                 1.0);
+  });
+  w.append(used.take());
+  w.append(remaining.take());
+  w.append(state.take());
 }
 
 } // namespace mailgate::api

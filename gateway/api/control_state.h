@@ -4,9 +4,14 @@
 
 #include "base/log.h"
 #include "gateway/api/api_routes.h"
+#include "gateway/api/background_worker.h"
 #include "gateway/api/control_api.h"
 #include "gateway/api/event_feed.h"
 #include "gateway/api/prometheus.h"
+#include "gateway/message/submission.h"
+#include "gateway/store/message_queries.h"
+#include "relay/delivery_engine.h"
+#include "relay/policy/sender_directory.h"
 
 #include <map>
 #include <memory>
@@ -79,6 +84,40 @@ struct ControlApi::State : std::enable_shared_from_this<ControlApi::State> {
   void writeDeliveryMetrics(PrometheusWriter& w) const;
   void getEvents(const CallPtr& call);  // control_events.cc
   void getMessage(const CallPtr& call); // control_messages.cc
+  void getQueue(const CallPtr& call);
+  void postRetry(const CallPtr& call);
+  void deleteMessage(const CallPtr& call);
+  void actOnMessage(const CallPtr& call, bool cancel);
+  void replyNoMessage(const CallPtr& call, const std::string& id);
+  void getMailboxes(const CallPtr& call); // control_mailboxes.cc
+  void getMailbox(const CallPtr& call);
+  void postFailover(const CallPtr& call);
+  void postFailback(const CallPtr& call);
+  // 404 (and false) unless `address` is a mailbox the call may see; fills `status`.
+  bool mailboxVisible(const CallPtr& call, const std::string& address,
+                      relay::MailboxStatus* status);
+  [[nodiscard]] nlohmann::json mailboxJson(const Call& call, const relay::MailboxStatus& s) const;
+
+  // POST /v1/messages (control_submit.cc).
+  void postMessage(const CallPtr& call);
+  void submitComposed(const CallPtr& call, std::optional<store::IdempotencyKey> key,
+                      Result<message::SubmittedMessage> composed);
+  // Who may send as whom, for the current configuration (rebuilt on reconfigure).
+  struct Directory {
+    std::shared_ptr<const config::Config> config;
+    std::unique_ptr<relay::policy::SenderDirectory> senders;
+  };
+  std::shared_ptr<const Directory> directory;
+  void rebuildDirectory();
+  // Large submissions being composed on the worker, by job id (their calls wait here, on the
+  // loop thread).
+  struct Composition {
+    CallPtr call;
+    std::optional<store::IdempotencyKey> key;
+  };
+  std::map<uint64_t, Composition> composing;
+  uint64_t next_composition = 0;
+  BackgroundWorker worker; // last: its thread stops first
 };
 
 // JSON views shared by the handlers (control_views.cc).

@@ -223,7 +223,7 @@ int Http1Server::onHeadersComplete(http_parser* p) {
   }
   s->request_.method = http_method_str(static_cast<http_method>(p->method));
   if (s->options_.body_limit) {
-    s->body_limit_ = s->options_.body_limit(s->request_.method, s->request_.path);
+    s->body_limit_ = s->options_.body_limit(s->request_);
   }
   // content_length holds the declared length here; ULLONG_MAX means none was declared.
   if ((p->flags & F_CONTENTLENGTH) != 0 &&

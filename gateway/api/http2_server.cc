@@ -206,16 +206,20 @@ int Http2Server::onDataChunk(nghttp2_session*, uint8_t, int32_t stream_id, const
   if (stream->body_limit == 0) {
     stream->body_limit = s->options_.max_body_bytes;
     if (s->options_.body_limit) {
-      std::string path;
-      std::string query;
-      (void)splitTarget(stream->target, path, query);
-      stream->body_limit = s->options_.body_limit(stream->request.method, path);
+      HttpRequest head = stream->request; // no body yet: only the head is copied
+      (void)splitTarget(stream->target, head.path, head.query);
+      stream->body_limit = s->options_.body_limit(head);
     }
   }
   if (stream->request.body.size() + len > stream->body_limit) {
     s->rejectStream(stream_id, *stream, 413);
     return 0;
   }
+  if (s->buffered_body_bytes_ + len > s->options_.max_connection_body_bytes) {
+    s->rejectStream(stream_id, *stream, 429);
+    return 0;
+  }
+  s->buffered_body_bytes_ += len;
   stream->request.body.append(reinterpret_cast<const char*>(data), len);
   return 0;
 }
@@ -247,6 +251,8 @@ int Http2Server::onFrameRecv(nghttp2_session*, const nghttp2_frame* frame, void*
                          "send an origin-form :path such as /v1/queue"));
     return 0;
   }
+  // The body moves to the exchange: it no longer counts against the connection's budget.
+  s->buffered_body_bytes_ -= std::min(s->buffered_body_bytes_, stream->request.body.size());
   auto exchange = std::make_shared<Exchange>(static_cast<ExchangeSink&>(*s),
                                              static_cast<std::uint64_t>(frame->hd.stream_id),
                                              std::move(stream->request));
@@ -258,11 +264,19 @@ int Http2Server::onFrameRecv(nghttp2_session*, const nghttp2_frame* frame, void*
 
 void Http2Server::rejectStream(int32_t stream_id, Stream& stream, int status) {
   stream.rejected_status = status;
+  buffered_body_bytes_ -= std::min(buffered_body_bytes_, stream.request.body.size());
   stream.request = HttpRequest{};
   // If the client is still sending, ask it to stop once our answer is out (RFC 9113 8.1).
   stream.reset_after_response =
       nghttp2_session_get_stream_remote_close(session_.get(), stream_id) == 0;
-  if (status == 413) {
+  if (status == 429) {
+    respond(stream_id, stream,
+            jsonError(429, "http.too_many_bodies",
+                      "this connection holds too many request bodies at once",
+                      fmt::format("keep request bodies in flight on one connection under {} "
+                                  "bytes, or use another connection",
+                                  options_.max_connection_body_bytes)));
+  } else if (status == 413) {
     respond(stream_id, stream,
             jsonError(413, "http.body_too_large", "the request body is too large",
                       fmt::format("send at most {} bytes of body", stream.body_limit)));
@@ -446,6 +460,7 @@ int Http2Server::onStreamClose(nghttp2_session*, int32_t stream_id, uint32_t, vo
   // Erased first: the abort callback may let go of the exchange, whose destructor looks the
   // stream up again and must find nothing.
   const std::weak_ptr<Exchange> exchange = it->second->exchange;
+  s->buffered_body_bytes_ -= std::min(s->buffered_body_bytes_, it->second->request.body.size());
   s->streams_.erase(it);
   if (auto ex = exchange.lock()) {
     ex->detach();

@@ -92,7 +92,8 @@ private:
   AsyncHttpHandler handler_;
   std::unique_ptr<nghttp2_session, SessionDeleter> session_;
   std::unordered_map<int32_t, std::unique_ptr<Stream>> streams_;
-  bool dead_ = false;         // nothing more is read or produced
+  std::size_t buffered_body_bytes_ = 0; // request bodies held by streams not yet dispatched
+  bool dead_ = false;                   // nothing more is read or produced
   bool input_closed_ = false; // nghttp2 reported a fatal error: only the GOAWAY is left to send
 };
 

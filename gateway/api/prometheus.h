@@ -21,6 +21,9 @@ public:
   void sample(std::string_view name, const MetricLabels& labels, double value);
   void sample(std::string_view name, double value) { sample(name, {}, value); }
 
+  // Appends what another writer produced (its families stay whole).
+  void append(std::string_view text) { out_ += text; }
+
   [[nodiscard]] std::string take() { return std::move(out_); }
 
   // The content type Prometheus expects for this format.

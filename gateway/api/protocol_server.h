@@ -20,10 +20,14 @@ struct HttpServerOptions {
   std::size_t max_body_bytes = 1024 * 1024;   // per request, after chunked/DATA framing
   std::uint32_t max_concurrent_streams = 100; // HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS
   bool tls_h2 = false; // ALPN chose h2: the client preface must come first, no HTTP/1.1
-  // Optional: a larger (or smaller) body limit for some requests, decided from the method and
-  // path once the request head is complete (POST /v1/messages carries whole messages). Returns
-  // the limit in bytes; unset: max_body_bytes for every request.
-  std::function<std::size_t(std::string_view method, std::string_view path)> body_limit;
+  // Optional: a larger (or smaller) body limit for some requests, decided from the request head
+  // (method, path, query, headers; no body yet) once it is complete: POST /v1/messages carries
+  // whole messages, but only for a client that presents a valid token. Returns the limit in
+  // bytes; unset: max_body_bytes for every request.
+  std::function<std::size_t(const HttpRequest& head)> body_limit;
+  // HTTP/2: request body bytes one connection may hold at once over all its streams. A stream
+  // whose body would go past it is answered 429 at once (the others go on).
+  std::size_t max_connection_body_bytes = 128 * 1024 * 1024;
 };
 
 // What an exchange calls on the protocol side. `token` names the exchange within its protocol

@@ -2,6 +2,7 @@
 #include "net/backoff.h"
 #include "net/connection.h"
 #include "net/connector.h"
+#include "net/digest.h"
 #include "net/endpoint.h"
 #include "net/listener.h"
 #include "net/loop.h"

@@ -217,13 +217,14 @@ TEST(HttpAsync, Http2WriterSeesBackpressureWhenOutputIsNotTaken) {
 TEST(HttpAsync, BodyLimitCanDependOnThePath) {
   HttpServerOptions options;
   options.max_body_bytes = 10;
-  options.body_limit = [](std::string_view method, std::string_view path) -> std::size_t {
-    return method == "POST" && path == "/big" ? 100 : 10;
+  options.body_limit = [](const HttpRequest& head) -> std::size_t {
+    return head.method == "POST" && head.path == "/big" && head.header("x-big") != nullptr ? 100
+                                                                                           : 10;
   };
   HttpServerSession session(options, [](const HttpRequest& r) { return text(r.body); });
   const std::string body(50, 'b');
-  auto ok = parseResponses(
-      feed(session, "POST /big HTTP/1.1\r\nHost: h\r\nContent-Length: 50\r\n\r\n" + body));
+  auto ok = parseResponses(feed(
+      session, "POST /big HTTP/1.1\r\nHost: h\r\nX-Big: 1\r\nContent-Length: 50\r\n\r\n" + body));
   ASSERT_EQ(ok.size(), 1u);
   EXPECT_EQ(ok[0].status, 200);
   EXPECT_EQ(ok[0].body, body);
@@ -234,12 +235,38 @@ TEST(HttpAsync, BodyLimitCanDependOnThePath) {
 
   HttpServerSession h2(options, [](const HttpRequest& r) { return text(r.body); });
   H2Client client;
-  const int32_t big = client.submit("POST", "/big", body);
+  const int32_t big = client.submit("POST", "/big", body, {{"x-big", "1"}});
   const int32_t small = client.submit("POST", "/small", body);
   client.pump(h2);
   EXPECT_EQ(client.response(big).status, "200");
   EXPECT_EQ(client.response(big).body, body);
   EXPECT_EQ(client.response(small).status, "413");
+}
+
+TEST(HttpAsync, Http2ConnectionBodyBudgetRefusesTheStreamThatWouldPassIt) {
+  HttpServerOptions options;
+  options.max_body_bytes = 100'000;
+  options.max_connection_body_bytes = 150'000;
+  Parked parked;
+  HttpServerSession session(options, parked.handler());
+  H2Client client;
+  // Two uploads in flight at once: the second one to pass 150,000 bytes held is refused; the
+  // first completes. Small DATA frames interleave the two.
+  const int32_t a = client.submit("POST", "/a", std::string(90'000, 'a'), {}, 1000);
+  const int32_t b = client.submit("POST", "/b", std::string(90'000, 'b'), {}, 1000);
+  client.pump(session);
+  const bool a_refused = client.response(a).status == "429";
+  const bool b_refused = client.response(b).status == "429";
+  EXPECT_NE(a_refused, b_refused) << "exactly one of the two is refused";
+  ASSERT_EQ(parked.exchanges.size(), 1u);
+  EXPECT_EQ(parked.exchanges[0]->request().body.size(), 90'000u);
+  const auto& refused = client.response(a_refused ? a : b);
+  EXPECT_EQ(nlohmann::json::parse(refused.body)["error"]["code"], "http.too_many_bodies");
+  // Once the first body went to its handler, the budget is free again.
+  const int32_t c = client.submit("POST", "/c", std::string(90'000, 'c'), {}, 1000);
+  client.pump(session);
+  EXPECT_NE(client.response(c).status, "429");
+  EXPECT_EQ(parked.exchanges.size(), 2u);
 }
 
 } // namespace
