@@ -136,6 +136,19 @@ size_t directorySize(const config::Config& c) {
   return n;
 }
 
+// Whether who may send as whom differs: tenants, their mailboxes and aliases, in order.
+bool sameDirectory(const config::Config& a, const config::Config& b) {
+  return std::equal(a.tenants.begin(), a.tenants.end(), b.tenants.begin(), b.tenants.end(),
+                    [](const config::Tenant& x, const config::Tenant& y) {
+                      return x.id == y.id &&
+                             std::equal(x.mailboxes.begin(), x.mailboxes.end(), y.mailboxes.begin(),
+                                        y.mailboxes.end(),
+                                        [](const config::Mailbox& m, const config::Mailbox& n) {
+                                          return m.address == n.address && m.aliases == n.aliases;
+                                        });
+                    });
+}
+
 } // namespace
 
 Result<ReloadReport> SubmissionServer::reconfigure(std::shared_ptr<const config::Config> next) {
@@ -182,14 +195,12 @@ Result<ReloadReport> SubmissionServer::reconfigure(std::shared_ptr<const config:
   if (old.node.id != next->node.id) {
     say("node.id changed: new sessions greet as " + localHostname(*next));
   }
+  // Rebuilt in any case: its entries point into the configuration they were built from.
   auto directory = std::make_shared<policy::SenderDirectory>(*next);
-  if (const size_t before = directorySize(old), after = directorySize(*next);
-      before != after || old.tenants.size() != next->tenants.size()) {
-    say(fmt::format("sender directory: {} address(es) of {} tenant(s) (was {} of {})", after,
-                    next->tenants.size(), before, old.tenants.size()));
-  } else {
-    say(fmt::format("sender directory rebuilt: {} address(es) of {} tenant(s)", after,
-                    next->tenants.size()));
+  if (!sameDirectory(old, *next)) {
+    say(fmt::format("sender directory: {} address(es) of {} tenant(s) (was {} of {})",
+                    directorySize(*next), next->tenants.size(), directorySize(old),
+                    old.tenants.size()));
   }
 
   // Swap. The previous configuration and directory stay alive until this returns; sessions keep
