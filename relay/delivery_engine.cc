@@ -94,6 +94,77 @@ Error inFlight(std::string_view id, std::string_view what) {
                "try again once the attempt is recorded (GET /v1/messages/{id} shows its state)");
 }
 
+RetryOptions retryOptions(const config::Config& config, double jitter) {
+  RetryOptions ro;
+  ro.initial_delay_ms = config.queue.retry_initial.count();
+  ro.max_delay_ms = config.queue.retry_max.count();
+  ro.lifetime_ms = config.queue.lifetime.count();
+  ro.jitter_fraction = jitter;
+  return ro;
+}
+
+// Login retries of disconnected routes come from the configuration (microsoft365.login_retry_*).
+void setLoginBackoff(RouterOptions& o, const config::Config& config) {
+  o.login_backoff.initial = config.microsoft365.login_retry_initial;
+  o.login_backoff.max = config.microsoft365.login_retry_max;
+  o.slow_login_backoff.initial = config.microsoft365.login_retry_initial * 5;
+  o.slow_login_backoff.max = config.microsoft365.login_retry_max * 2;
+}
+
+std::string ehloName(const config::Config& config) {
+  return config.node.id.empty() ? hostName() : config.node.id;
+}
+
+// What makes connections of one pool interchangeable: relays that agree on all of it share a
+// pool, and a reload that changes any of it replaces the pool. Holds the password: compared,
+// never logged.
+struct PoolIdentity {
+  std::string host;
+  uint16_t port = 0;
+  int tls = 0;
+  std::string username;
+  std::string password;
+  int auth = 0;
+  const TokenSource* tokens = nullptr;
+  std::string ca_file;
+  bool allow_self_signed = false;
+  std::vector<std::string> pins;
+  std::string bind_address;
+  std::string ehlo;
+
+  auto operator<=>(const PoolIdentity&) const = default;
+};
+
+PoolIdentity identityOf(const config::Upstream& up, const smtp::ClientOptions& client,
+                        const TokenSource* tokens, const config::Config& config) {
+  return PoolIdentity{up.host,
+                      up.port,
+                      static_cast<int>(up.tls),
+                      client.username,
+                      client.password,
+                      static_cast<int>(client.auth),
+                      tokens,
+                      up.ca_file,
+                      up.allow_self_signed,
+                      up.pins,
+                      config.egress.bind_address,
+                      client.ehlo_name};
+}
+
+smtp::ClientTls toClientTls(config::TlsMode mode);
+
+// The session options of a mailbox's Microsoft 365 connections: AUTH LOGIN (Microsoft 365 offers
+// LOGIN and XOAUTH2, no PLAIN) with the address as the user name.
+smtp::ClientOptions mailboxClient(const config::Mailbox& mb, const std::string& ehlo) {
+  smtp::ClientOptions client;
+  client.ehlo_name = ehlo;
+  client.tls = toClientTls(mb.smtp.tls);
+  client.auth = smtp::ClientAuth::kLogin;
+  client.username = mb.address;
+  client.password = mb.auth && mb.auth->password ? mb.auth->password->reveal() : std::string();
+  return client;
+}
+
 smtp::ClientTls toClientTls(config::TlsMode mode) {
   switch (mode) {
   case config::TlsMode::kImplicit:
@@ -160,17 +231,24 @@ struct DeliveryEngine::State final : UpstreamConnection::Observer,
     std::unique_ptr<net::Backoff> backoff;
     net::TimerPtr backoff_timer;
     bool backing_off = false;
+    PoolIdentity identity;
+    // Replaced by a reload: takes no message; busy connections finish theirs and QUIT; deleted
+    // once its last connection closed.
+    bool retired = false;
   };
 
   State(net::Loop& l, QueueStore& s, const config::Config& c, DeliveryOptions o, RetryPolicy r,
         uint32_t per_connection)
-      : loop(l), store(s), config(c), options(std::move(o)), retry(r),
+      : loop(l), store(s), config(&c), options(std::move(o)), retry(r),
         messages_per_connection(std::max<uint32_t>(per_connection, 1)), log(logger("delivery")),
         timer(net::Timer::create(l)), router(c, options.router) {}
 
   net::Loop& loop;
   QueueStore& store;
-  const config::Config& config;
+  // The configuration in force: create()'s (the caller keeps it alive) until the first
+  // reconfigure(), then one that config_owner keeps alive.
+  const config::Config* config;
+  std::shared_ptr<const config::Config> config_owner;
   DeliveryOptions options;
   RetryPolicy retry;
   uint32_t messages_per_connection;
@@ -183,7 +261,8 @@ struct DeliveryEngine::State final : UpstreamConnection::Observer,
   std::map<std::string, Pool*, std::less<>> pool_by_relay;
   std::map<std::string, Pool*, std::less<>> pool_by_mailbox; // created at a mailbox's first use
   std::string ehlo_name;
-  std::map<std::tuple<std::string, bool, std::vector<std::string>>, net::TlsContextPtr> tls_cache;
+  std::map<std::tuple<std::string, bool, std::vector<std::string>>, net::TlsContextPtr>
+      tls_cache; // see TlsCache
 
   // Messages not yet due, by next_attempt_ms (FIFO among equal times); one timer for the first.
   using Future = std::multimap<int64_t, QueuedMessage>;
@@ -524,14 +603,10 @@ struct DeliveryEngine::State final : UpstreamConnection::Observer,
     UpstreamSettings& s = pool->base;
     s.relay = std::string(kMicrosoft365Route);
     s.endpoint = net::Endpoint{up.host, up.port};
-    s.bind_address = config.egress.bind_address;
-    s.client.ehlo_name = ehlo_name;
-    s.client.tls = toClientTls(up.tls);
-    // Microsoft 365 offers AUTH LOGIN and XOAUTH2 (no PLAIN); the user name is the address.
-    s.client.auth = smtp::ClientAuth::kLogin;
-    s.client.username = mb->address;
-    s.client.password = mb->auth->password->reveal();
+    s.bind_address = config->egress.bind_address;
+    s.client = mailboxClient(*mb, ehlo_name);
     s.timeouts = options.timeouts;
+    pool->identity = identityOf(up, s.client, nullptr, *config);
     if (up.tls != config::TlsMode::kNone) {
       auto ctx = tlsContext(up);
       if (!ctx) {
@@ -549,8 +624,12 @@ struct DeliveryEngine::State final : UpstreamConnection::Observer,
 
   // Client TLS contexts are shared by every pool with the same trust settings.
   Result<net::TlsContextPtr> tlsContext(const config::Upstream& up) {
+    return tlsContext(up, tls_cache);
+  }
+  template <typename Cache>
+  static Result<net::TlsContextPtr> tlsContext(const config::Upstream& up, Cache& cache) {
     auto key = std::make_tuple(up.ca_file, up.allow_self_signed, up.pins);
-    if (auto it = tls_cache.find(key); it != tls_cache.end()) {
+    if (auto it = cache.find(key); it != cache.end()) {
       return it->second;
     }
     net::TlsClientOptions tls;
@@ -561,7 +640,7 @@ struct DeliveryEngine::State final : UpstreamConnection::Observer,
     if (!ctx) {
       return std::unexpected(ctx.error());
     }
-    tls_cache.emplace(key, *ctx);
+    cache.emplace(key, *ctx);
     return *ctx;
   }
 
@@ -669,7 +748,7 @@ struct DeliveryEngine::State final : UpstreamConnection::Observer,
   // --- pools and connections ---------------------------------------------------------------
 
   void pump(Pool& pool) {
-    if (draining || shut_down) {
+    if (draining || shut_down || pool.retired) {
       return;
     }
     if (!pool.mailbox.empty()) {
@@ -743,7 +822,7 @@ struct DeliveryEngine::State final : UpstreamConnection::Observer,
     if (slot.quitting || !slot.conn->ready()) {
       return;
     }
-    if (draining || slot.messages >= messages_per_connection || slot.close_after) {
+    if (draining || pool.retired || slot.messages >= messages_per_connection || slot.close_after) {
       log->debug("conn=u{} relay={} closing after {} message(s){}", slot.conn->id(), pool.label,
                  slot.messages, draining ? " (draining)" : "");
       slot.quitting = true;
@@ -781,7 +860,9 @@ struct DeliveryEngine::State final : UpstreamConnection::Observer,
       }
       pool->backoff->reset();
     }
-    const bool back = !pool->mailbox.empty() && router.onLoginOk(pool->mailbox, wallClockMs());
+    // A pool a reload replaced logged in with the old settings: that says nothing of the route.
+    const bool back =
+        !pool->mailbox.empty() && !pool->retired && router.onLoginOk(pool->mailbox, wallClockMs());
     makeIdle(*pool, *slot);
     if (back) {
       flushRouteChanges();
@@ -809,6 +890,13 @@ struct DeliveryEngine::State final : UpstreamConnection::Observer,
     // Destroys the UpstreamConnection from inside its callback, which its contract allows.
     slot_by_conn.erase(&conn);
     std::erase_if(pool->slots, [slot](const auto& s) { return s.get() == slot; });
+    if (pool->retired) {
+      log->debug("conn=u{} relay={} (replaced by a reload) closed{}", id, pool->label,
+                 error ? ": " + error->describe() : std::string());
+      deleteIfRetiredAndEmpty(*pool);
+      checkDrain();
+      return;
+    }
     if (!established && !asked) {
       ++stats.connect_failures;
       const Error e = error ? *error
@@ -840,7 +928,8 @@ struct DeliveryEngine::State final : UpstreamConnection::Observer,
   // dropped: thousands of mailboxes that each sent a little keep nothing but their ledgers. The
   // next message makes a new pool (mailboxPool).
   void reclaimIfIdle(Pool& pool) {
-    if (pool.mailbox.empty() || !pool.slots.empty() || !pool.ready.empty() || pool.backing_off) {
+    if (pool.mailbox.empty() || pool.retired || !pool.slots.empty() || !pool.ready.empty() ||
+        pool.backing_off) {
       return;
     }
     pool_by_mailbox.erase(pool.mailbox);
@@ -1465,6 +1554,301 @@ struct DeliveryEngine::State final : UpstreamConnection::Observer,
     });
   }
 
+  // --- relay pools and reloads ----------------------------------------------------------------
+
+  using TlsCache =
+      std::map<std::tuple<std::string, bool, std::vector<std::string>>, net::TlsContextPtr>;
+
+  // Relays with the same identity share one pool (and the first one's connection cap, relays in
+  // name order).
+  struct RelayPoolPlan {
+    std::map<std::string, Pool*, std::less<>> by_relay;
+    std::vector<std::unique_ptr<Pool>> fresh; // made for this plan
+    std::vector<Pool*> kept;                  // of `reusable`, still wanted
+  };
+
+  // Pools for every relay of `cfg`: one of `reusable` where the identity matches (its label and
+  // cap are updated), otherwise a new one with TLS contexts from `cache`. Errors: "tls.config"
+  // naming the relay.
+  Result<RelayPoolPlan> planRelayPools(const config::Config& cfg, const std::string& ehlo,
+                                       TlsCache& cache, const std::vector<Pool*>& reusable) {
+    RelayPoolPlan plan;
+    std::map<PoolIdentity, Pool*> planned;
+    struct Update {
+      Pool* pool;
+      std::string label;
+      uint32_t cap;
+    };
+    std::vector<Update> updates; // applied only once the whole plan holds
+    for (const auto& [name, relay] : cfg.relays) {
+      const config::Upstream& up = relay.server;
+      std::shared_ptr<TokenSource> tokens;
+      if (auto it = options.token_sources.find(name); it != options.token_sources.end()) {
+        tokens = it->second;
+      }
+      smtp::ClientOptions client;
+      client.ehlo_name = ehlo;
+      client.tls = toClientTls(up.tls);
+      if (tokens) {
+        client.auth = smtp::ClientAuth::kXOAuth2;
+        client.username = relay.auth ? relay.auth->username : std::string();
+      } else if (relay.auth) {
+        client.auth = smtp::ClientAuth::kPlain;
+        if (auto it = options.auth_mechanism.find(name); it != options.auth_mechanism.end()) {
+          client.auth = it->second;
+        }
+        client.username = relay.auth->username;
+        client.password = relay.auth->password.reveal();
+      }
+      PoolIdentity id = identityOf(up, client, tokens.get(), cfg);
+      std::string label = fmt::format("{} ({}:{})", name, up.host, up.port);
+      const uint32_t cap = std::max<uint32_t>(relay.limits.max_connections, 1);
+      if (auto it = planned.find(id); it != planned.end()) {
+        plan.by_relay.emplace(name, it->second);
+        continue;
+      }
+      auto same = std::find_if(reusable.begin(), reusable.end(),
+                               [&id](const Pool* p) { return p->identity == id; });
+      if (same != reusable.end()) {
+        updates.push_back({*same, std::move(label), cap});
+        plan.kept.push_back(*same);
+        planned.emplace(std::move(id), *same);
+        plan.by_relay.emplace(name, *same);
+        continue;
+      }
+      auto pool = std::make_unique<Pool>();
+      pool->label = std::move(label);
+      pool->max_connections = cap;
+      pool->backoff = std::make_unique<net::Backoff>(options.connect_backoff);
+      pool->backoff_timer = net::Timer::create(loop);
+      pool->identity = id;
+      UpstreamSettings& st = pool->base;
+      st.relay = name;
+      st.endpoint = net::Endpoint{up.host, up.port};
+      st.bind_address = cfg.egress.bind_address;
+      st.client = std::move(client);
+      st.token_source = std::move(tokens);
+      st.timeouts = options.timeouts;
+      if (up.tls != config::TlsMode::kNone) {
+        auto ctx = tlsContext(up, cache);
+        if (!ctx) {
+          return fail("tls.config", fmt::format("relays.{}: {}", name, ctx.error().message),
+                      ctx.error().hint);
+        }
+        st.tls = std::move(*ctx);
+      }
+      planned.emplace(std::move(id), pool.get());
+      plan.by_relay.emplace(name, pool.get());
+      plan.fresh.push_back(std::move(pool));
+    }
+    for (auto& u : updates) {
+      u.pool->label = std::move(u.label);
+      u.pool->max_connections = u.cap;
+    }
+    return plan;
+  }
+
+  // A pool a reload replaced: its waiting messages go to `displaced` (charges given back), idle
+  // and opening connections QUIT, busy ones QUIT after their message. Deleted at once when it has
+  // no connection left (do not use `pool` afterwards).
+  void retire(Pool& pool, std::vector<QueuedMessage>& displaced) {
+    pool.retired = true;
+    pool.backoff_timer->stop();
+    pool.backing_off = false;
+    const int64_t now = wallClockMs();
+    for (auto& r : pool.ready) {
+      router.cancel(r.charges, now);
+      setWhere(r.msg.id, Where::kDue);
+      displaced.push_back(std::move(r.msg));
+    }
+    pool.ready.clear();
+    for (auto& slot : pool.slots) {
+      if (slot->attempt) {
+        slot->close_after = true;
+      } else if (!slot->quitting) {
+        slot->quitting = true;
+        slot->idle_timer->stop();
+        slot->conn->quit();
+      }
+    }
+    deleteIfRetiredAndEmpty(pool);
+  }
+
+  void deleteIfRetiredAndEmpty(Pool& pool) {
+    if (pool.retired && pool.slots.empty()) {
+      std::erase_if(pools, [&pool](const auto& p) { return p.get() == &pool; });
+    }
+  }
+
+  // Makes due now the messages that wait for the router and belong to one of `mailboxes`, or have
+  // no mailbox and go to one of `relays`.
+  void wakeAffected(const std::set<std::string, std::less<>>& mailboxes,
+                    const std::set<std::string, std::less<>>& relays) {
+    std::vector<QueuedMessage> woken;
+    for (auto it = future.begin(); it != future.end();) {
+      Tracked* t = findTracked(it->second.id);
+      const std::string_view relay =
+          it->second.route.empty() ? std::string_view("default") : it->second.route;
+      const bool affected =
+          t != nullptr && t->routing_wait &&
+          (t->mailbox.empty() ? relays.contains(relay) : mailboxes.contains(t->mailbox));
+      if (affected) {
+        setWhere(*t, Where::kDue);
+        woken.push_back(std::move(it->second));
+        it = future.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    for (auto& m : woken) {
+      becomeDue(std::move(m));
+    }
+    armTimer();
+  }
+
+  Result<ReloadReport> reconfigure(std::shared_ptr<const config::Config> next_owner) {
+    if (!next_owner) {
+      return fail("config.reload", "no configuration given");
+    }
+    const config::Config& next = *next_owner;
+    const config::Config& old = *config;
+    const RetryOptions ro = retryOptions(next, options.retry_jitter);
+    if (auto v = RetryPolicy::validate(ro); !v) {
+      return std::unexpected(v.error());
+    }
+    const std::string ehlo = ehloName(next);
+    // Everything that can fail comes first: until the plan is made nothing has changed.
+    std::vector<Pool*> current;
+    for (const auto& [_, p] : pool_by_relay) {
+      if (std::find(current.begin(), current.end(), p) == current.end()) {
+        current.push_back(p);
+      }
+    }
+    TlsCache cache;
+    auto plan = planRelayPools(next, ehlo, cache, current);
+    if (!plan) {
+      return std::unexpected(plan.error());
+    }
+
+    ReloadReport report;
+    const auto say = [&report](std::string line) { report.applied.push_back(std::move(line)); };
+    if (old.queue.retry_initial != next.queue.retry_initial ||
+        old.queue.retry_max != next.queue.retry_max) {
+      say("queue.retry_initial/retry_max changed: applies to each message's next retry");
+    }
+    if (old.queue.lifetime != next.queue.lifetime) {
+      say("queue.lifetime changed: applies to messages accepted from now on");
+    }
+    if (old.queue.messages_per_connection != next.queue.messages_per_connection) {
+      say(fmt::format("queue.messages_per_connection is {} (open connections count on from what "
+                      "they carried)",
+                      next.queue.messages_per_connection));
+    }
+    if (old.queue.commit_batch_max != next.queue.commit_batch_max) {
+      report.restart_required.emplace_back("queue.commit_batch_max");
+    }
+    if (old.microsoft365.login_retry_initial != next.microsoft365.login_retry_initial ||
+        old.microsoft365.login_retry_max != next.microsoft365.login_retry_max) {
+      say("microsoft365.login_retry_initial/login_retry_max changed: applies from each route's "
+          "next disconnection");
+    }
+    if (old.egress.bind_address != next.egress.bind_address) {
+      say("egress.bind_address changed: every connection pool is replaced");
+    }
+    if (ehlo != ehlo_name) {
+      say("node.id changed: new connections say EHLO " + ehlo);
+    }
+
+    // Commit. The previous configuration stays alive (`previous`) until this returns, so the
+    // router can compare against it.
+    const std::shared_ptr<const config::Config> previous = std::move(config_owner);
+    config_owner = std::move(next_owner);
+    config = &next;
+    retry = RetryPolicy(ro);
+    messages_per_connection = std::max<uint32_t>(next.queue.messages_per_connection, 1);
+    setLoginBackoff(options.router, next);
+    ehlo_name = ehlo;
+    tls_cache = std::move(cache);
+    const int64_t now = wallClockMs();
+    RouterReload rr = router.reconfigure(next, options.router, now);
+    for (auto& line : rr.changes) {
+      say(std::move(line));
+    }
+
+    std::vector<QueuedMessage> displaced;
+    std::set<std::string, std::less<>> relays_affected = rr.relays;
+    for (const auto& [name, p] : pool_by_relay) {
+      auto it = plan->by_relay.find(name);
+      if (it == plan->by_relay.end() || it->second != p) {
+        relays_affected.insert(name);
+      }
+    }
+    std::vector<std::string> replaced;
+    for (Pool* p : current) {
+      if (std::find(plan->kept.begin(), plan->kept.end(), p) == plan->kept.end()) {
+        replaced.push_back(p->label);
+        retire(*p, displaced);
+      }
+    }
+    for (auto& p : plan->fresh) {
+      pools.push_back(std::move(p));
+    }
+    pool_by_relay = std::move(plan->by_relay);
+    for (auto it = pool_by_mailbox.begin(); it != pool_by_mailbox.end();) {
+      Pool* p = it->second;
+      const config::Mailbox* mb = router.mailbox(it->first);
+      const bool same =
+          mb != nullptr && mb->auth && mb->auth->password &&
+          identityOf(mb->smtp, mailboxClient(*mb, ehlo), nullptr, next) == p->identity;
+      if (same) {
+        ++it;
+        continue;
+      }
+      replaced.push_back(p->label);
+      it = pool_by_mailbox.erase(it);
+      retire(*p, displaced);
+    }
+    // A reload that replaces thousands of mailbox pools (egress.bind_address) names the first.
+    constexpr size_t kMaxReportedPools = 10;
+    for (size_t i = 0; i < replaced.size() && i < kMaxReportedPools; ++i) {
+      say(fmt::format("connections of {} are replaced: busy ones finish their message, new ones "
+                      "use the new settings",
+                      replaced[i]));
+    }
+    if (replaced.size() > kMaxReportedPools) {
+      say(fmt::format("... and {} more connection pools replaced",
+                      replaced.size() - kMaxReportedPools));
+    }
+
+    // Probes follow the new states; the errors of mailboxes that are gone are forgotten.
+    probes.clear();
+    armProbes();
+    std::erase_if(last_errors,
+                  [this](const auto& kv) { return router.mailbox(kv.first) == nullptr; });
+    // What changed is routed again now, with fresh pacing slots.
+    for (const auto& m : rr.mailboxes) {
+      pace_next_us.erase("m365:" + m);
+    }
+    for (const auto& r : relays_affected) {
+      pace_next_us.erase("relay:" + r);
+    }
+    for (auto& m : displaced) {
+      becomeDue(std::move(m));
+    }
+    wakeAffected(rr.mailboxes, relays_affected);
+    flushRouteChanges();
+    for (const auto& line : report.applied) {
+      log->info("reload: {}", line);
+    }
+    for (const auto& key : report.restart_required) {
+      log->warn("reload: {} changed; it applies at the next start", key);
+    }
+    if (report.applied.empty()) {
+      log->info("reload: nothing changed for delivery");
+    }
+    return report;
+  }
+
   // --- the control API -----------------------------------------------------------------------
 
   MailboxStatus statusOf(MailboxRouteView view) {
@@ -1731,82 +2115,21 @@ Result<std::unique_ptr<DeliveryEngine>> DeliveryEngine::create(net::Loop& loop,
                                                                const config::Config& config,
                                                                QueueStore& store,
                                                                DeliveryOptions options) {
-  RetryOptions ro;
-  ro.initial_delay_ms = config.queue.retry_initial.count();
-  ro.max_delay_ms = config.queue.retry_max.count();
-  ro.lifetime_ms = config.queue.lifetime.count();
-  ro.jitter_fraction = options.retry_jitter;
+  const RetryOptions ro = retryOptions(config, options.retry_jitter);
   if (auto v = RetryPolicy::validate(ro); !v) {
     return std::unexpected(v.error());
   }
-  const std::string ehlo = config.node.id.empty() ? hostName() : config.node.id;
-  // Login retries of disconnected routes come from the configuration (microsoft365.login_retry_*).
-  options.router.login_backoff.initial = config.microsoft365.login_retry_initial;
-  options.router.login_backoff.max = config.microsoft365.login_retry_max;
-  options.router.slow_login_backoff.initial = config.microsoft365.login_retry_initial * 5;
-  options.router.slow_login_backoff.max = config.microsoft365.login_retry_max * 2;
+  setLoginBackoff(options.router, config);
   auto state = std::make_shared<State>(loop, store, config, std::move(options), RetryPolicy(ro),
                                        config.queue.messages_per_connection);
-  state->ehlo_name = ehlo;
-
-  // Relays with the same host, port, TLS mode and credentials share one pool (and the first
-  // one's connection cap).
-  using Key =
-      std::tuple<std::string, uint16_t, int, std::string, std::string, int, const TokenSource*>;
-  std::map<Key, State::Pool*> by_key;
-  for (const auto& [name, relay] : config.relays) {
-    const config::Upstream& up = relay.server;
-    std::shared_ptr<TokenSource> tokens;
-    if (auto it = state->options.token_sources.find(name);
-        it != state->options.token_sources.end()) {
-      tokens = it->second;
-    }
-    smtp::ClientOptions client;
-    client.ehlo_name = ehlo;
-    client.tls = toClientTls(up.tls);
-    if (tokens) {
-      client.auth = smtp::ClientAuth::kXOAuth2;
-      client.username = relay.auth ? relay.auth->username : std::string();
-    } else if (relay.auth) {
-      client.auth = smtp::ClientAuth::kPlain;
-      if (auto it = state->options.auth_mechanism.find(name);
-          it != state->options.auth_mechanism.end()) {
-        client.auth = it->second;
-      }
-      client.username = relay.auth->username;
-      client.password = relay.auth->password.reveal();
-    }
-    const Key key{up.host,         up.port,         static_cast<int>(up.tls),
-                  client.username, client.password, static_cast<int>(client.auth),
-                  tokens.get()};
-    if (auto it = by_key.find(key); it != by_key.end()) {
-      state->pool_by_relay.emplace(name, it->second);
-      continue;
-    }
-
-    auto pool = std::make_unique<State::Pool>();
-    pool->label = fmt::format("{} ({}:{})", name, up.host, up.port);
-    pool->max_connections = std::max<uint32_t>(relay.limits.max_connections, 1);
-    pool->backoff = std::make_unique<net::Backoff>(state->options.connect_backoff);
-    pool->backoff_timer = net::Timer::create(loop);
-    UpstreamSettings& s = pool->base;
-    s.relay = name;
-    s.endpoint = net::Endpoint{up.host, up.port};
-    s.bind_address = config.egress.bind_address;
-    s.client = std::move(client);
-    s.token_source = std::move(tokens);
-    s.timeouts = state->options.timeouts;
-    if (up.tls != config::TlsMode::kNone) {
-      auto ctx = state->tlsContext(up);
-      if (!ctx) {
-        return fail("tls.config", fmt::format("relays.{}: {}", name, ctx.error().message),
-                    ctx.error().hint);
-      }
-      s.tls = std::move(*ctx);
-    }
-    by_key.emplace(key, pool.get());
-    state->pool_by_relay.emplace(name, pool.get());
-    state->pools.push_back(std::move(pool));
+  state->ehlo_name = ehloName(config);
+  auto pools = state->planRelayPools(config, state->ehlo_name, state->tls_cache, {});
+  if (!pools) {
+    return std::unexpected(pools.error());
+  }
+  state->pool_by_relay = std::move(pools->by_relay);
+  for (auto& p : pools->fresh) {
+    state->pools.push_back(std::move(p));
   }
 
   // Ledgers and route states survive restarts.
@@ -1826,6 +2149,10 @@ void DeliveryEngine::schedule(QueuedMessage msg) {
 
 void DeliveryEngine::drain(std::function<void()> done) {
   state_->drain(std::move(done));
+}
+
+Result<ReloadReport> DeliveryEngine::reconfigure(std::shared_ptr<const config::Config> next) {
+  return state_->reconfigure(std::move(next));
 }
 
 DeliveryMetrics DeliveryEngine::metrics() const {

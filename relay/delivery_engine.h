@@ -21,6 +21,7 @@
 #include "config/config.h"
 #include "net/backoff.h"
 #include "relay/queue_store.h"
+#include "relay/reload_report.h"
 #include "relay/router.h"
 #include "relay/smtp/protocol/client_session.h"
 #include "relay/token_source.h"
@@ -137,8 +138,9 @@ struct DeliveryMetrics {
 class DeliveryEngine {
 public:
   // Builds client TLS contexts for every relay in config.relays and loads the routing state
-  // (ledgers, route states) from the store. `config` must outlive the engine. Errors:
-  // "tls.config" naming the relay (unreadable ca_file, malformed pin), store errors.
+  // (ledgers, route states) from the store. `config` must stay alive until the engine is
+  // destroyed or reconfigure() has replaced it. Errors: "tls.config" naming the relay
+  // (unreadable ca_file, malformed pin), store errors.
   static Result<std::unique_ptr<DeliveryEngine>>
   create(net::Loop& loop, const config::Config& config, QueueStore& store);
   static Result<std::unique_ptr<DeliveryEngine>>
@@ -165,6 +167,25 @@ public:
 
   [[nodiscard]] DeliveryStats stats() const;
   [[nodiscard]] DeliveryMetrics metrics() const;
+
+  // Live reload (SIGHUP, POST /v1/config/reload) with a configuration that passed validation.
+  // Once it returns the engine refers to nothing of the previous configuration (create()'s or
+  // the previous reconfigure()'s), so the caller may drop it; it keeps `next` itself.
+  //  - Ledgers, route states and manual failovers carry over by key; new limits apply to what
+  //    was already counted (a lowered budget can be spent already).
+  //  - A pool whose upstream identity changed (host, port, TLS mode and trust, credentials,
+  //    egress.bind_address, node.id) is replaced: busy connections finish their message and
+  //    QUIT, idle ones QUIT now, new connections use the new settings; its waiting messages are
+  //    routed again. Relay caps (limits.max_connections) apply to unchanged pools at once.
+  //  - A mailbox (or tenant) no longer configured keeps its mail queued: it waits ("mailbox no
+  //    longer configured") until the mailbox is configured again or its lifetime ends.
+  //  - Messages waiting for the router on a mailbox or relay that changed are routed again now.
+  //  - queue.retry_*, messages_per_connection and microsoft365.login_retry_* apply from the next
+  //    use; queue.lifetime applies to messages accepted from now on (the submission side sets
+  //    it); queue.commit_batch_max is the store's (listed in restart_required).
+  // Errors ("config.retry", "tls.config" naming the relay): nothing changed; keep the old
+  // configuration alive then.
+  Result<ReloadReport> reconfigure(std::shared_ptr<const config::Config> next);
 
   // --- the control API (gateway/api); loop thread only ------------------------------------------
 

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <array>
 #include <fmt/format.h>
+#include <set>
 
 namespace mailgate::relay {
 
@@ -91,15 +92,101 @@ private:
   std::string out_ = "{";
 };
 
-route::LedgerLimits mailboxLimits(const config::Tenant& t) {
+route::LedgerLimits m365Limits(const config::Microsoft365Limits& m, uint32_t reserve_percent) {
   route::LedgerLimits l;
-  l.recipients_per_window = t.limits.recipients_per_day;
-  l.window = std::chrono::duration_cast<std::chrono::milliseconds>(t.limits.window);
-  l.messages_per_minute = t.limits.messages_per_minute;
-  l.recipients_per_message = t.limits.recipients_per_message;
+  l.recipients_per_window = m.recipients_per_day;
+  l.window = std::chrono::duration_cast<std::chrono::milliseconds>(m.window);
+  l.messages_per_minute = m.messages_per_minute;
+  l.recipients_per_message = m.recipients_per_message;
   l.max_message_bytes = std::nullopt; // Microsoft 365 advertises SIZE; the session checks it
-  l.reserve_percent = std::min<uint32_t>(t.priority_reserve_percent, 100);
+  l.reserve_percent = std::min<uint32_t>(reserve_percent, 100);
   return l;
+}
+
+route::LedgerLimits mailboxLimits(const config::Tenant& t) {
+  return m365Limits(t.limits, t.priority_reserve_percent);
+}
+
+// A reload report names at most this many mailboxes one by one; the rest are counted.
+constexpr size_t kMaxReportedMailboxes = 50;
+
+// Why a mailbox has no Microsoft 365 route of its own; nullopt when it has one.
+struct NoRoute {
+  std::string reason;
+  std::string hint;
+};
+std::optional<NoRoute> noRouteReason(const config::Mailbox& m) {
+  if (m.access == config::Access::kGraph) {
+    return NoRoute{"the mailbox has access: graph (no SMTP AUTH)",
+                   "its mail goes through the tenant's relays"};
+  }
+  const bool has_login =
+      m.auth && m.auth->method == config::AuthMethod::kAppPassword && m.auth->password;
+  if (!has_login) {
+    return m.auth ? NoRoute{"OAuth2 sign-in for SMTP is not available in this version",
+                            "use an App Password (auth.method: app_password) for now"}
+                  : NoRoute{"the mailbox has no credentials",
+                            "set auth (an App Password) for the mailbox, or connect it"};
+  }
+  return std::nullopt;
+}
+
+bool sameSecret(const std::optional<Secret>& a, const std::optional<Secret>& b) {
+  return a.has_value() == b.has_value() && (!a || a->reveal() == b->reveal());
+}
+
+bool sameUpstream(const config::Upstream& a, const config::Upstream& b) {
+  return a.host == b.host && a.port == b.port && a.tls == b.tls &&
+         a.allow_self_signed == b.allow_self_signed && a.ca_file == b.ca_file && a.pins == b.pins;
+}
+
+bool sameCredentials(const config::Mailbox& a, const config::Mailbox& b) {
+  if (a.access != b.access || a.auth.has_value() != b.auth.has_value()) {
+    return false;
+  }
+  return !a.auth ||
+         (a.auth->method == b.auth->method && sameSecret(a.auth->password, b.auth->password) &&
+          sameSecret(a.auth->refresh_token, b.auth->refresh_token));
+}
+
+bool sameLimits(const config::Microsoft365Limits& a, const config::Microsoft365Limits& b) {
+  return a.recipients_per_day == b.recipients_per_day &&
+         a.messages_per_minute == b.messages_per_minute &&
+         a.recipients_per_message == b.recipients_per_message &&
+         a.max_connections == b.max_connections && a.window == b.window;
+}
+
+// What changed in a relay, as key names ("server", "auth", "limits"); empty: nothing.
+std::vector<std::string> relayDiff(const config::Relay& a, const config::Relay& b) {
+  std::vector<std::string> what;
+  if (!sameUpstream(a.server, b.server)) {
+    what.emplace_back("server");
+  }
+  const bool same_auth = a.auth.has_value() == b.auth.has_value() &&
+                         (!a.auth || (a.auth->username == b.auth->username &&
+                                      a.auth->password.reveal() == b.auth->password.reveal()));
+  if (!same_auth) {
+    what.emplace_back("auth");
+  }
+  const auto& l = a.limits;
+  const auto& m = b.limits;
+  if (l.messages_per_minute != m.messages_per_minute ||
+      l.recipients_per_day != m.recipients_per_day ||
+      l.recipients_per_message != m.recipients_per_message ||
+      l.max_message_bytes != m.max_message_bytes || l.max_connections != m.max_connections ||
+      l.window != m.window) {
+    what.emplace_back("limits");
+  }
+  return what;
+}
+
+std::string joined(const std::vector<std::string>& parts) {
+  std::string out;
+  for (const auto& p : parts) {
+    out += out.empty() ? "" : ", ";
+    out += p;
+  }
+  return out;
 }
 
 route::LedgerLimits relayLimits(const config::RelayLimits& r) {
@@ -153,8 +240,32 @@ struct Router::MailboxRoute {
   std::string manual_actor;
   int64_t manual_since_ms = 0;
 
-  MailboxRoute(const config::Tenant& t, const config::Mailbox& m, std::string addr)
-      : tenant(&t), mailbox(&m), address(addr), ledger(m365Key(addr), mailboxLimits(t)) {}
+  // tenant and mailbox are set by configure(); both stay null while the mailbox is not in the
+  // configuration (Router::retired_).
+  MailboxRoute(std::string addr, route::LedgerLimits limits)
+      : address(std::move(addr)), ledger(m365Key(address), std::move(limits)) {}
+
+  // Points at `t` and `m` and derives what the configuration alone decides: no route of its own
+  // (kUnconfigured) without credentials or SMTP, otherwise whatever state it had (a route that
+  // was unconfigured starts active).
+  void configure(const config::Tenant& t, const config::Mailbox& m) {
+    tenant = &t;
+    mailbox = &m;
+    if (auto none = noRouteReason(m)) {
+      if (state != RouteState::kUnconfigured || reason != none->reason) {
+        state = RouteState::kUnconfigured;
+        until_ms = 0;
+        reason = std::move(none->reason);
+        hint = std::move(none->hint);
+        login_backoff.reset();
+      }
+    } else if (state == RouteState::kUnconfigured) {
+      state = RouteState::kActive;
+      until_ms = 0;
+      reason.clear();
+      hint.clear();
+    }
+  }
 };
 
 struct Router::RelayRoute {
@@ -166,28 +277,15 @@ struct Router::RelayRoute {
 };
 
 Router::Router(const config::Config& config, RouterOptions options)
-    : config_(config), options_(std::move(options)) {
+    : config_(&config), options_(std::move(options)) {
   for (const auto& [name, relay] : config.relays) {
     relays_.emplace(name, std::make_unique<RelayRoute>(relay));
   }
   for (const auto& t : config.tenants) {
     for (const auto& m : t.mailboxes) {
       std::string addr = config::lowerAscii(m.address);
-      auto mb = std::make_unique<MailboxRoute>(t, m, addr);
-      const bool has_smtp = m.access != config::Access::kGraph;
-      const bool has_login =
-          m.auth && m.auth->method == config::AuthMethod::kAppPassword && m.auth->password;
-      if (!has_smtp) {
-        mb->state = RouteState::kUnconfigured;
-        mb->reason = "the mailbox has access: graph (no SMTP AUTH)";
-        mb->hint = "its mail goes through the tenant's relays";
-      } else if (!has_login) {
-        mb->state = RouteState::kUnconfigured;
-        mb->reason = m.auth ? "OAuth2 sign-in for SMTP is not available in this version"
-                            : "the mailbox has no credentials";
-        mb->hint = m.auth ? "use an App Password (auth.method: app_password) for now"
-                          : "set auth (an App Password) for the mailbox, or connect it";
-      }
+      auto mb = std::make_unique<MailboxRoute>(addr, mailboxLimits(t));
+      mb->configure(t, m);
       mailboxes_.emplace(std::move(addr), std::move(mb));
     }
   }
@@ -221,9 +319,29 @@ const config::Mailbox* Router::mailbox(std::string_view address) const {
   return mb != nullptr ? mb->mailbox : nullptr;
 }
 
+Router::MailboxRoute* Router::findAny(std::string_view address) {
+  if (MailboxRoute* mb = find(address)) {
+    return mb;
+  }
+  auto it = retired_.find(address);
+  return it == retired_.end() ? nullptr : it->second.get();
+}
+
+Router::MailboxRoute& Router::routeForRestore(std::string_view address) {
+  if (MailboxRoute* mb = findAny(address)) {
+    return *mb;
+  }
+  // Not configured now: kept aside so that its sends still count if it is configured again.
+  auto mb = std::make_unique<MailboxRoute>(std::string(address),
+                                           m365Limits(config_->microsoft365.limits, 0));
+  MailboxRoute& ref = *mb;
+  retired_.emplace(std::string(address), std::move(mb));
+  return ref;
+}
+
 route::Ledger* Router::ledgerFor(std::string_view key) {
   if (key.starts_with("m365:")) {
-    MailboxRoute* mb = find(key.substr(5));
+    MailboxRoute* mb = findAny(key.substr(5));
     return mb != nullptr ? &mb->ledger : nullptr;
   }
   if (key.starts_with("relay:")) {
@@ -235,14 +353,17 @@ route::Ledger* Router::ledgerFor(std::string_view key) {
 
 void Router::restore(const RoutingSnapshot& snapshot, int64_t now_ms) {
   for (const auto& b : snapshot.buckets) {
-    if (Ledger* l = ledgerFor(b.key)) {
+    if (b.key.starts_with("m365:")) {
+      routeForRestore(std::string_view(b.key).substr(5))
+          .ledger.restore(b.bucket_ms, b.count, now_ms);
+    } else if (Ledger* l = ledgerFor(b.key)) {
       l->restore(b.bucket_ms, b.count, now_ms);
     }
   }
   for (const auto& s : snapshot.states) {
     if (s.key.starts_with(kManualPrefix)) {
-      MailboxRoute* mb = find(std::string_view(s.key).substr(kManualPrefix.size()));
-      if (mb != nullptr && s.state == "failover") {
+      if (s.state == "failover") {
+        MailboxRoute* mb = &routeForRestore(std::string_view(s.key).substr(kManualPrefix.size()));
         mb->manual = true;
         mb->manual_actor = s.reason.starts_with(kManualReason)
                                ? s.reason.substr(kManualReason.size())
@@ -252,12 +373,12 @@ void Router::restore(const RoutingSnapshot& snapshot, int64_t now_ms) {
       }
       continue;
     }
-    if (!s.key.starts_with("m365:")) {
+    auto st = parseState(s.state);
+    if (!s.key.starts_with("m365:") || !st || *st == RouteState::kActive) {
       continue;
     }
-    MailboxRoute* mb = find(s.key.substr(5));
-    auto st = parseState(s.state);
-    if (mb == nullptr || !st || mb->state == RouteState::kUnconfigured) {
+    MailboxRoute* mb = &routeForRestore(std::string_view(s.key).substr(5));
+    if (mb->state == RouteState::kUnconfigured) {
       continue;
     }
     switch (*st) {
@@ -353,8 +474,8 @@ RouteDecision Router::decide(const QueuedMessage& msg, int64_t now_ms,
     RouteDecision d;
     d.kind = RouteDecision::Kind::kWait;
     d.until_ms = now_ms + options_.hold_recheck.count();
-    d.reason = fmt::format("mailbox {} is no longer configured; the message is held until it is "
-                           "configured again or its lifetime ends",
+    d.reason = fmt::format("mailbox no longer configured: {} is not in the configuration; the "
+                           "message waits until it is configured again or its lifetime ends",
                            msg.mailbox);
     return d;
   }
@@ -834,6 +955,171 @@ Result<void> Router::failback(std::string_view address, std::string_view actor, 
                         data.num("time_ms", now_ms).done()};
   changes_.push_back(std::move(c));
   return {};
+}
+
+RouterReload Router::reconfigure(const config::Config& next, RouterOptions options,
+                                 int64_t now_ms) {
+  RouterReload out;
+  options_ = std::move(options);
+  const config::Config& old = *config_; // still alive until this returns
+
+  // Relays by name: ledgers carry over, with the new limits.
+  std::map<std::string, std::unique_ptr<RelayRoute>, std::less<>> relays;
+  for (const auto& [name, relay] : next.relays) {
+    auto it = relays_.find(name);
+    if (it == relays_.end()) {
+      relays.emplace(name, std::make_unique<RelayRoute>(relay));
+      out.relays.insert(name);
+      out.changes.push_back(fmt::format("relay {} added", name));
+      continue;
+    }
+    std::unique_ptr<RelayRoute> rr = std::move(it->second);
+    relays_.erase(it);
+    if (const auto what = relayDiff(*rr->relay, relay); !what.empty()) {
+      out.relays.insert(name);
+      out.changes.push_back(fmt::format("relay {}: {} changed", name, joined(what)));
+    }
+    rr->ledger.setLimits(relayLimits(relay.limits), now_ms);
+    rr->relay = &relay;
+    relays.emplace(name, std::move(rr));
+  }
+  for (const auto& [name, _] : relays_) {
+    out.relays.insert(name);
+    out.changes.push_back(
+        fmt::format("relay {} removed: messages pinned to it, or without a mailbox and routed to "
+                    "it, fail with 550 5.3.5 when they come due",
+                    name));
+  }
+  relays_ = std::move(relays);
+
+  // Tenants by id: what changed for all their mailboxes.
+  std::set<std::string, std::less<>> tenants_changed;
+  for (const auto& t : next.tenants) {
+    const config::Tenant* was = old.findTenant(t.id);
+    if (was == nullptr) {
+      tenants_changed.insert(t.id);
+      out.changes.push_back(
+          fmt::format("tenant {} added with {} mailbox(es)", t.id, t.mailboxes.size()));
+      continue;
+    }
+    std::vector<std::string> what;
+    if (!sameLimits(was->limits, t.limits)) {
+      what.emplace_back("limits");
+    }
+    if (was->fallback != t.fallback) {
+      what.emplace_back("fallback");
+    }
+    if (was->priority_reserve_percent != t.priority_reserve_percent) {
+      what.emplace_back("priority_reserve_percent");
+    }
+    if (was->on_disconnect != t.on_disconnect) {
+      what.emplace_back("on_disconnect");
+    }
+    const bool chain_changed = std::any_of(t.fallback.begin(), t.fallback.end(),
+                                           [&](const auto& r) { return out.relays.contains(r); });
+    if (!what.empty() || chain_changed) {
+      tenants_changed.insert(t.id);
+    }
+    if (!what.empty()) {
+      out.changes.push_back(fmt::format("tenant {}: {} changed", t.id, joined(what)));
+    }
+  }
+  for (const auto& t : old.tenants) {
+    if (next.findTenant(t.id) == nullptr) {
+      out.changes.push_back(
+          fmt::format("tenant {} removed: the waiting mail of its {} mailbox(es) stays queued "
+                      "until they are configured again or its lifetime ends",
+                      t.id, t.mailboxes.size()));
+    }
+  }
+
+  // Mailboxes by address: ledgers, states and manual failovers carry over.
+  size_t reported = 0;
+  size_t unreported = 0;
+  const auto note = [&](std::string line) {
+    if (reported < kMaxReportedMailboxes) {
+      out.changes.push_back(std::move(line));
+      ++reported;
+    } else {
+      ++unreported;
+    }
+  };
+  std::map<std::string, std::unique_ptr<MailboxRoute>, std::less<>> mailboxes;
+  for (const auto& t : next.tenants) {
+    for (const auto& m : t.mailboxes) {
+      std::string addr = config::lowerAscii(m.address);
+      std::unique_ptr<MailboxRoute> mb;
+      bool changed = tenants_changed.contains(t.id);
+      bool credentials_changed = false;
+      if (auto it = mailboxes_.find(addr); it != mailboxes_.end()) {
+        mb = std::move(it->second);
+        mailboxes_.erase(it);
+        std::vector<std::string> what;
+        if (mb->tenant->id != t.id) {
+          what.push_back("moved from tenant " + mb->tenant->id);
+        }
+        credentials_changed = !sameCredentials(*mb->mailbox, m);
+        if (credentials_changed) {
+          what.emplace_back("credentials or access");
+        }
+        if (!sameUpstream(mb->mailbox->smtp, m.smtp)) {
+          what.emplace_back("smtp server");
+          credentials_changed = true;
+        }
+        if (mb->mailbox->aliases != m.aliases) {
+          what.emplace_back("aliases");
+        }
+        if (!what.empty()) {
+          changed = true;
+          note(fmt::format("mailbox {} (tenant {}): {} changed", m.address, t.id, joined(what)));
+        }
+      } else if (auto r = retired_.find(addr); r != retired_.end()) {
+        mb = std::move(r->second);
+        retired_.erase(r);
+        changed = true;
+        note(fmt::format("mailbox {} is configured again (tenant {}); its waiting mail is routed "
+                         "again",
+                         m.address, t.id));
+      } else {
+        mb = std::make_unique<MailboxRoute>(addr, mailboxLimits(t));
+        changed = true;
+        note(fmt::format("mailbox {} added to tenant {}", m.address, t.id));
+      }
+      mb->ledger.setLimits(mailboxLimits(t), now_ms);
+      mb->configure(t, m);
+      if (credentials_changed && mb->state == RouteState::kDisconnected) {
+        mb->until_ms = now_ms; // the new settings may work: probe the login now
+      }
+      if (mb->manual && t.fallback.empty()) {
+        note(fmt::format("mailbox {} is failed over by hand but tenant {} has no fallback relay "
+                         "now: its mail waits until failback",
+                         m.address, t.id));
+      }
+      if (changed) {
+        out.mailboxes.insert(addr);
+      }
+      mailboxes.emplace(std::move(addr), std::move(mb));
+    }
+  }
+  for (auto& [addr, mb] : mailboxes_) {
+    note(fmt::format("mailbox {} removed: its waiting mail stays queued (\"mailbox no longer "
+                     "configured\") until it is configured again or its lifetime ends",
+                     mb->mailbox->address));
+    mb->tenant = nullptr;
+    mb->mailbox = nullptr;
+    out.mailboxes.insert(addr);
+    retired_[addr] = std::move(mb);
+  }
+  mailboxes_ = std::move(mailboxes);
+  // Kept aside only while their ledgers still count something (or a manual failover waits).
+  std::erase_if(retired_, [now_ms](const auto& kv) {
+    return kv.second->ledger.usage(now_ms).used == 0 && !kv.second->manual;
+  });
+  if (unreported > 0) {
+    out.changes.push_back(fmt::format("... and {} more mailbox change(s)", unreported));
+  }
+  config_ = &next;
+  return out;
 }
 
 std::vector<Router::Change> Router::takeChanges() {

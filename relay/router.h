@@ -21,6 +21,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -109,6 +110,17 @@ struct MailboxRouteView {
 // from its route's own state ("m365:<address>"), so that each survives a restart by itself.
 [[nodiscard]] std::string manualFailoverKey(std::string_view address);
 
+// What Router::reconfigure() changed.
+struct RouterReload {
+  std::vector<std::string> changes; // one sentence each, for logs and the API's answer
+  // Lower-case addresses of mailboxes added, removed, or whose routing inputs changed (their
+  // tenant's limits, fallback chain, reserve or on_disconnect, their credentials or server, a
+  // relay of their chain): their waiting mail should be routed again.
+  std::set<std::string, std::less<>> mailboxes;
+  // Relays added, removed, or whose server, auth or limits changed.
+  std::set<std::string, std::less<>> relays;
+};
+
 class Router {
 public:
   Router(const config::Config& config, RouterOptions options);
@@ -117,7 +129,18 @@ public:
   Router& operator=(const Router&) = delete;
 
   // Ledgers and route states from the store, at start-up. Disconnected routes are probed at once.
+  // Those of mailboxes that are not configured are kept aside, so that they count again should
+  // the mailbox be configured by a reload.
   void restore(const RoutingSnapshot& snapshot, int64_t now_ms);
+
+  // A reload: from now on the router refers to `next` only (the previous configuration may be
+  // dropped once this returns; it must still be alive during the call). Ledgers, route states
+  // and manual failovers carry over by key, with the new limits applied to what was already
+  // counted. A mailbox no longer in `next` is kept aside (its ledger still counts, its mail waits
+  // as "no longer configured") and comes back as it was when it is configured again. A mailbox
+  // that is now without credentials is kUnconfigured; one that got them is active; a disconnected
+  // one whose credentials or server changed is due for a login probe now.
+  RouterReload reconfigure(const config::Config& next, RouterOptions options, int64_t now_ms);
 
   // The longest window of any ledger (QueueStore::loadRouting's max_window_ms).
   [[nodiscard]] int64_t maxWindowMs() const;
@@ -194,6 +217,9 @@ public:
 private:
   MailboxRoute* find(std::string_view address);
   [[nodiscard]] const MailboxRoute* find(std::string_view address) const;
+  // Configured or kept aside (retired_).
+  MailboxRoute* findAny(std::string_view address);
+  MailboxRoute& routeForRestore(std::string_view address);
   route::Ledger* ledgerFor(std::string_view key);
   // The tenant's fallback chain for a message of `mb`. `episode`: Microsoft 365 cannot take
   // mail now (record route.failover once), as opposed to this one message never fitting it.
@@ -210,9 +236,12 @@ private:
                 std::string hint, std::string event_type, bool alert, int64_t now_ms);
   void event(const MailboxRoute& mb, std::string type, std::string data_json);
 
-  const config::Config& config_;
+  const config::Config* config_; // the current configuration (reconfigure() replaces it)
   RouterOptions options_;
   std::map<std::string, std::unique_ptr<MailboxRoute>, std::less<>> mailboxes_;
+  // Mailboxes that are not configured now but whose ledgers still count sends (removed by a
+  // reload, or found in the store at start-up): tenant and mailbox are null.
+  std::map<std::string, std::unique_ptr<MailboxRoute>, std::less<>> retired_;
   std::map<std::string, std::unique_ptr<RelayRoute>, std::less<>> relays_;
   std::vector<Change> changes_;
 };

@@ -5,6 +5,7 @@
 #include "relay/policy/message_headers.h"
 #include "relay/route/ledger.h"
 
+#include <algorithm>
 #include <chrono>
 #include <ctime>
 #include <utility>
@@ -46,6 +47,8 @@ bool equalsIgnoreCase(std::string_view a, std::string_view b) {
 smtp::ServerOptions serverOptions(const SubmissionContext& ctx, const std::string& peer_ip) {
   const auto& l = ctx.config->listeners.smtp;
   smtp::ServerOptions o;
+  // Limits, TLS and trust are the configuration's when the connection was accepted; the sender
+  // check reads the directory in force at MAIL FROM (session() sets it: it needs the session).
   o.hostname = ctx.hostname;
   // The configuration counts the CRLF; the session does not.
   o.max_line_length = l.max_line_length > 2 ? l.max_line_length - 2 : 1;
@@ -62,18 +65,12 @@ smtp::ServerOptions serverOptions(const SubmissionContext& ctx, const std::strin
       }
     }
   }
-  if (ctx.directory && !ctx.directory->empty()) {
-    o.check_sender = [dir = ctx.directory, config = ctx.config](
-                         std::string_view identity,
-                         std::string_view mail_from) -> std::optional<smtp::PolicyRefusal> {
-      auto r = dir->resolve(mail_from, submitterTenants(*config, identity));
-      if (r) {
-        return std::nullopt;
-      }
-      return smtp::PolicyRefusal{r.error().code, r.error().enhanced, r.error().text};
-    };
-  }
   return o;
+}
+
+bool trustedPeer(const config::SmtpListener& l, std::string_view peer_ip) {
+  return std::any_of(l.trusted_networks.begin(), l.trusted_networks.end(),
+                     [&](const config::Cidr& net) { return net.contains(std::string(peer_ip)); });
 }
 
 } // namespace
@@ -153,7 +150,54 @@ SubmissionSession::SubmissionSession(std::shared_ptr<SubmissionContext> context,
                                      std::function<void(uint64_t)> finished)
     : ctx_(std::move(context)), conn_(std::move(connection)), finished_(std::move(finished)),
       id_(conn_->id()), peer_ip_(hostOfAddress(conn_->peerAddress())),
-      session_(serverOptions(*ctx_, peer_ip_)), timer_(net::Timer::create(*ctx_->loop)) {}
+      session_(withSenderCheck(serverOptions(*ctx_, peer_ip_))),
+      timer_(net::Timer::create(*ctx_->loop)) {}
+
+smtp::ServerOptions SubmissionSession::withSenderCheck(smtp::ServerOptions o) {
+  // The session owns the ServerSession that owns this function, so `this` outlives it.
+  o.check_sender = [this](std::string_view identity,
+                          std::string_view mail_from) -> std::optional<smtp::PolicyRefusal> {
+    if (!identityValid(identity)) {
+      return smtp::PolicyRefusal{530, "5.7.0",
+                                 "Authentication required: the credentials of this session are "
+                                 "no longer accepted"};
+    }
+    const auto& dir = ctx_->directory;
+    if (!dir || dir->empty()) {
+      return std::nullopt; // relay-only mode
+    }
+    auto r = dir->resolve(mail_from, submitterTenants(*ctx_->config, identity));
+    if (r) {
+      return std::nullopt;
+    }
+    return smtp::PolicyRefusal{r.error().code, r.error().enhanced, r.error().text};
+  };
+  return o;
+}
+
+bool SubmissionSession::identityValid(std::string_view identity) const {
+  const config::Config& c = *ctx_->config;
+  if (!authenticated_) {
+    // Trusted by its network: the listener must still trust it, as this identity.
+    const auto& l = c.listeners.smtp;
+    return !l.trusted_as.empty() && l.trusted_as == identity && trustedPeer(l, peer_ip_);
+  }
+  const config::ApiToken* token = c.findToken(identity);
+  return token != nullptr && token->hasRole(config::Role::kSubmitter);
+}
+
+bool SubmissionSession::revalidate() {
+  const auto& identity = session_.identity();
+  if (done_ || revoked_ || !identity || identityValid(*identity)) {
+    return !revoked_;
+  }
+  revoked_ = true;
+  ctx_->log->warn("[c{}] the credentials of '{}' are no longer accepted after the reload; the "
+                  "session closes once idle",
+                  id_, *identity);
+  pump();
+  return false;
+}
 
 SubmissionSession::~SubmissionSession() = default;
 
@@ -198,6 +242,10 @@ void SubmissionSession::pump() {
     }
     auto request = session_.nextRequest();
     if (!request) {
+      if (revoked_ && idle()) {
+        session_.shutdown("4.7.0", "credentials no longer accepted, authenticate again");
+        continue;
+      }
       if (shutting_down_ && idle()) {
         session_.shutdown(); // 421 4.3.2 and a Close request
         continue;
@@ -269,6 +317,7 @@ void SubmissionSession::handle(smtp::ServerSession::StartTls&) {
     }
     self->ctx_->log->debug("[c{}] TLS {} established", self->id_, self->conn_->tlsVersion());
     self->session_.tlsStarted();
+    self->authenticated_ = false; // the session starts over (RFC 3207): AUTH again
     self->pump();
   });
 }
@@ -281,6 +330,7 @@ void SubmissionSession::handle(smtp::ServerSession::Authenticate& request) {
   const bool secret_ok = constantTimeEquals(request.password, expected.reveal());
   const bool ok = token != nullptr && secret_ok && token->hasRole(config::Role::kSubmitter);
   if (ok) {
+    authenticated_ = true;
     ctx_->log->info("[c{}] authenticated as {} ({})", id_, request.username, request.mechanism);
   } else {
     ctx_->log->warn("[c{}] authentication failed for user '{}' from {}{}", id_, request.username,
@@ -331,6 +381,15 @@ bool SubmissionSession::applyPolicy(smtp::ServerSession::Message& request, NewMe
 void SubmissionSession::handle(smtp::ServerSession::Message& request) {
   const int64_t now = wallClockMs();
   NewMessage msg;
+  if (revoked_ || !identityValid(request.identity)) {
+    // A reload removed what the session authenticated with, during this transaction.
+    ctx_->log->warn("[c{}] message refused: the credentials of '{}' are no longer accepted", id_,
+                    request.identity);
+    session_.messageResult(451, "4.7.0",
+                           "the credentials of this session are no longer accepted; reconnect "
+                           "and authenticate again");
+    return;
+  }
   if (ctx_->directory && !ctx_->directory->empty() && !applyPolicy(request, msg)) {
     return;
   }

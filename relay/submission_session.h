@@ -19,13 +19,21 @@ namespace mailgate::relay {
 
 // What every session of one listener shares. Owned by the SubmissionServer and its sessions;
 // commit completions hold it weakly, so they do nothing once the server is gone.
+//
+// A reload (SubmissionServer::reconfigure) replaces `config`, `directory` and `hostname` in
+// place, on the loop thread. Sessions therefore read them afresh at each use and never keep a
+// pointer into either across a loop turn (a MailboxRef or an ApiToken* is used within the call
+// that looked it up).
 struct SubmissionContext {
   net::Loop* loop = nullptr;
   QueueStore* store = nullptr;
   const config::Config* config = nullptr;
+  // Keeps `config` alive once a reload supplied it (null while it is create()'s).
+  std::shared_ptr<const config::Config> config_owner;
   net::TlsContextPtr tls; // null: no STARTTLS
-  // Who may send as whom. Empty (no tenant has mailboxes): relay-only mode, every sender is
-  // accepted and every message goes to relay "default".
+  // Who may send as whom, built from `config` (its MailboxRefs point into it). Empty (no tenant
+  // has mailboxes): relay-only mode, every sender is accepted and every message goes to relay
+  // "default".
   std::shared_ptr<const policy::SenderDirectory> directory;
   std::string hostname;
   std::function<void(QueuedMessage)> accepted;
@@ -46,12 +54,18 @@ public:
   void start();
   // Drain: say 421 and close as soon as no transaction is in progress.
   void shutdown();
+  // After a reload: false when the identity the session acts for is no longer accepted (its
+  // token was removed or lost the submitter role; a trusted network or trusted_as changed).
+  // Such a session refuses its current message with 451 4.7.0 at the end of DATA and is closed
+  // with 421 4.7.0 as soon as it is idle.
+  bool revalidate();
   [[nodiscard]] uint64_t id() const { return id_; }
 
   void onRead(std::span<const char> data) override;
   void onClose(const Error* reason) override;
 
 private:
+  smtp::ServerOptions withSenderCheck(smtp::ServerOptions o);
   // Writes pending replies, serves the session's requests, and re-arms the timer.
   void pump();
   void handle(smtp::ServerSession::StartTls&);
@@ -60,6 +74,8 @@ private:
   // Sender policy for a message with tenants configured: resolves the mailbox, checks the From
   // header, reads and removes X-Mailgate-Priority. Returns false after answering the client.
   bool applyPolicy(smtp::ServerSession::Message& request, NewMessage& msg);
+  // Whether `identity` (the session's) is still accepted under the current configuration.
+  [[nodiscard]] bool identityValid(std::string_view identity) const;
   void handle(smtp::ServerSession::Close& request);
   void armTimer();
   void finish();
@@ -74,6 +90,8 @@ private:
   net::TimerPtr timer_;
   enum class Deadline { kNone, kIdle, kCommand, kData } deadline_ = Deadline::kNone;
   bool shutting_down_ = false;
+  bool revoked_ = false;
+  bool authenticated_ = false; // by AUTH (not by a trusted network)
   bool done_ = false;
 };
 

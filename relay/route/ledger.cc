@@ -269,6 +269,16 @@ void RollingWindow::prune(int64_t now_ms) {
   }
 }
 
+RollingWindow RollingWindow::withWindow(std::chrono::milliseconds window, int64_t now_ms) const {
+  RollingWindow out(window);
+  for (const Bucket& b : buckets_) {
+    if (now_ms < bucketEnd(b.start_ms, width_.count(), window_.count())) {
+      out.add(b.start_ms, static_cast<int64_t>(std::min<uint64_t>(b.count, kMaxI64)), now_ms);
+    }
+  }
+  return out;
+}
+
 // --- Pacer -----------------------------------------------------------------------------------
 
 // The interval is rounded up to the microsecond, so per_minute + 1 starts always span at least
@@ -294,6 +304,18 @@ int64_t Pacer::nextAt(int64_t now_ms) const {
 void Pacer::take(int64_t now_ms) {
   const int64_t slot = std::max(addSat(msToUs(now_ms), -999), next_us_);
   next_us_ = addSat(slot, interval_us_);
+}
+
+void Pacer::setRate(uint32_t per_minute) {
+  const int64_t interval = per_minute == 0 ? kMaxI64 : ceilDiv(kMinuteUs, per_minute);
+  if (interval == kMaxI64) {
+    next_us_ = kMaxI64;
+  } else if (interval_us_ == kMaxI64) {
+    next_us_ = 0; // nothing started under the old rate
+  } else if (next_us_ != 0) {
+    next_us_ = addSat(addSat(next_us_, -interval_us_), interval); // last start + new interval
+  }
+  interval_us_ = interval;
 }
 
 // --- Ledger ----------------------------------------------------------------------------------
@@ -389,6 +411,20 @@ LedgerCharge Ledger::refund(const LedgerCharge& charge, uint32_t recipients, int
 
 void Ledger::restore(int64_t bucket_ms, int64_t count, int64_t now_ms) {
   window_.add(bucket_ms, count, now_ms);
+}
+
+void Ledger::setLimits(LedgerLimits limits, int64_t now_ms) {
+  if (limits.window != limits_.window) {
+    window_ = window_.withWindow(limits.window, now_ms);
+  }
+  if (!limits.messages_per_minute) {
+    pacer_.reset();
+  } else if (pacer_) {
+    pacer_->setRate(*limits.messages_per_minute);
+  } else {
+    pacer_.emplace(*limits.messages_per_minute);
+  }
+  limits_ = std::move(limits);
 }
 
 void Ledger::markExhausted(int64_t now_ms, std::chrono::milliseconds min_wait) {

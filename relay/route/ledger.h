@@ -70,6 +70,9 @@ public:
   [[nodiscard]] std::optional<int64_t> oldestFreesAt(int64_t now_ms) const;
   // Drops buckets that have left the window (bounded memory).
   void prune(int64_t now_ms);
+  // The same counts over another window (a reload): each counted bucket is added again, rounded
+  // down to the new bucket width; those already outside the new window are dropped.
+  [[nodiscard]] RollingWindow withWindow(std::chrono::milliseconds window, int64_t now_ms) const;
   // A window holds at most this many buckets: 240 widths of window plus the current one. Buckets
   // beyond it (only when the clock went back) are merged into the next later one, which frees them
   // later, never earlier.
@@ -96,6 +99,9 @@ public:
   // When the next start is allowed (<= now_ms: now).
   [[nodiscard]] int64_t nextAt(int64_t now_ms) const;
   void take(int64_t now_ms);
+  // Another rate (a reload): the last start stays where it was and the next one may come the new
+  // interval after it.
+  void setRate(uint32_t per_minute);
 
 private:
   int64_t interval_us_;
@@ -147,6 +153,10 @@ public:
   LedgerCharge refund(const LedgerCharge& charge, uint32_t recipients, int64_t now_ms);
   // A stored bucket, at start-up.
   void restore(int64_t bucket_ms, int64_t count, int64_t now_ms);
+  // New limits for what is already counted (a reload): every send still in the window keeps
+  // counting against the new budget (re-bucketed when the window changed), an exhausted mark
+  // stays, and pacing keeps the last start and spaces the next by the new rate.
+  void setLimits(LedgerLimits limits, int64_t now_ms);
 
   void markExhausted(int64_t now_ms, std::chrono::milliseconds min_wait);
   // At start-up, from the stored route state.

@@ -1457,6 +1457,121 @@ TEST_F(RouterTest, ForEachViewVisitsEveryMailboxOfATenant) {
   EXPECT_EQ(acme_only, (std::vector<std::string>{"a@acme.example", kWritten.data()}));
 }
 
+// --- reconfigure (live reload) ----------------------------------------------------------------
+
+bool said(const RouterReload& r, std::string_view part) {
+  return std::any_of(r.changes.begin(), r.changes.end(),
+                     [&](const std::string& l) { return contains(l, part); });
+}
+
+TEST_F(RouterTest, ReconfigureCarriesLedgersOverWithTheNewLimits) {
+  sendViaM365(4, kT0);
+  (void)decide(message(6), kT0); // the relay chain: relay:primary counts 6
+  config::Config next = config_;
+  next.tenants[0].limits.recipients_per_day = 4;
+  next.relays["primary"].limits.recipients_per_day = 6;
+  const RouterReload r = router().reconfigure(next, options_, kT0 + kSecondMs);
+  EXPECT_TRUE(said(r, "tenant acme: limits changed"));
+  EXPECT_TRUE(said(r, "relay primary: limits changed"));
+  EXPECT_TRUE(r.mailboxes.contains(std::string(kAddress)));
+  EXPECT_TRUE(r.relays.contains("primary"));
+  EXPECT_FALSE(r.relays.contains("secondary"));
+  // The old configuration's contents are gone; only `next` may be used now.
+  config_.tenants.clear();
+  config_.relays.clear();
+  const auto v = router().view(kAddress, kT0 + kSecondMs);
+  ASSERT_TRUE(v);
+  EXPECT_EQ(v->usage.used, 4u);
+  EXPECT_EQ(v->usage.limit, 4u);
+  EXPECT_EQ(router().mailbox(kAddress), &next.tenants[0].mailboxes[0]);
+  // Both budgets are spent: the message goes to the next relay of the chain.
+  const RouteDecision d = decide(1, kT0 + 2 * kSecondMs);
+  ASSERT_EQ(d.kind, Kind::kSend) << d.reason;
+  EXPECT_EQ(d.route, "secondary");
+}
+
+TEST_F(RouterTest, ReconfigureKeepsARemovedMailboxLedgerUntilItReturns) {
+  sendViaM365(5, kT0);
+  ASSERT_TRUE(router().failover(kAddress, "ops", kT0).has_value());
+  (void)changes();
+  config::Config without = config_;
+  without.tenants[0].mailboxes.clear();
+  const RouterReload gone = router().reconfigure(without, options_, kT0 + kSecondMs);
+  EXPECT_TRUE(said(gone, "mailbox Rep1@Acme.example removed"));
+  EXPECT_TRUE(gone.mailboxes.contains(std::string(kAddress)));
+  EXPECT_FALSE(router().view(kAddress, kT0).has_value());
+  EXPECT_EQ(router().mailbox(kAddress), nullptr);
+  EXPECT_TRUE(router().probesDue().empty());
+  const RouteDecision held = decide(1, kT0 + 2 * kSecondMs);
+  EXPECT_EQ(held.kind, Kind::kWait);
+  EXPECT_TRUE(held.reason.starts_with("mailbox no longer configured")) << held.reason;
+  // Refunds of an attempt that was in flight still reach the kept ledger.
+  (void)router().refund({{kM365Key, kT0, 5}}, 3, kT0 + 3 * kSecondMs);
+
+  const RouterReload back = router().reconfigure(config_, options_, kT0 + 4 * kSecondMs);
+  EXPECT_TRUE(said(back, "configured again"));
+  const auto v = router().view(kAddress, kT0 + 4 * kSecondMs);
+  ASSERT_TRUE(v);
+  EXPECT_EQ(v->usage.used, 3u);
+  EXPECT_TRUE(v->manual_failover); // it comes back as it was
+}
+
+TEST_F(RouterTest, ReconfigureDerivesStatesFromCredentials) {
+  rep1().auth.reset();
+  EXPECT_EQ(state(kT0), RouteState::kUnconfigured);
+  config::Config with = config_;
+  with.tenants[0].mailboxes[0].auth =
+      config::MailboxAuth{config::AuthMethod::kAppPassword, Secret("pw"), std::nullopt};
+  const RouterReload r = router().reconfigure(with, options_, kT0);
+  EXPECT_TRUE(said(r, "credentials or access changed"));
+  EXPECT_EQ(state(kT0), RouteState::kActive);
+  EXPECT_TRUE(router().view(kAddress, kT0)->reason.empty());
+
+  // Disconnected, then the password changes: the login is due now.
+  (void)router().onReply(kAddress, rule(535, kBadPasswordText), 535, kBadPasswordText, kT0);
+  (void)events();
+  ASSERT_GT(router().probesDue().at(0).second, kT0 + kMinuteMs);
+  config::Config rotated = with;
+  rotated.tenants[0].mailboxes[0].auth->password = Secret("new");
+  (void)router().reconfigure(rotated, options_, kT0 + kSecondMs);
+  EXPECT_EQ(state(kT0 + kSecondMs), RouteState::kDisconnected);
+  EXPECT_EQ(router().probesDue().at(0).second, kT0 + kSecondMs);
+
+  // Credentials removed: no route of its own, nothing to probe.
+  config::Config none = rotated;
+  none.tenants[0].mailboxes[0].auth.reset();
+  (void)router().reconfigure(none, options_, kT0 + 2 * kSecondMs);
+  EXPECT_EQ(state(kT0 + 2 * kSecondMs), RouteState::kUnconfigured);
+  EXPECT_TRUE(router().probesDue().empty());
+  (void)router().reconfigure(rotated, options_, kT0 + 3 * kSecondMs);
+}
+
+TEST_F(RouterTest, ReconfigureMarksMailboxesWhoseChainChangedAndCapsTheReport) {
+  for (int i = 0; i < 60; ++i) {
+    acme().mailboxes.push_back(appPasswordMailbox(fmt::format("m{}@acme.example", i)));
+  }
+  (void)router();
+  config::Config next = config_;
+  next.relays["secondary"].server.port = 2600;
+  next.tenants[0].mailboxes.clear();
+  const RouterReload r = router().reconfigure(next, options_, kT0);
+  EXPECT_TRUE(said(r, "relay secondary: server changed"));
+  EXPECT_TRUE(said(r, "... and 11 more mailbox change(s)"));
+  EXPECT_EQ(r.mailboxes.size(), 61u);
+}
+
+TEST_F(RouterTest, RestoreKeepsTheLedgerOfAMailboxThatIsNotConfigured) {
+  RoutingSnapshot snap;
+  snap.buckets.push_back({"m365:gone@acme.example", kT0, 9});
+  router().restore(snap, kT0 + kSecondMs);
+  EXPECT_FALSE(router().view("gone@acme.example", kT0).has_value());
+  config::Config next = config_;
+  next.tenants[0].mailboxes.push_back(appPasswordMailbox("gone@acme.example"));
+  const RouterReload r = router().reconfigure(next, options_, kT0 + 2 * kSecondMs);
+  EXPECT_TRUE(said(r, "gone@acme.example is configured again"));
+  EXPECT_EQ(router().view("gone@acme.example", kT0 + 2 * kSecondMs)->usage.used, 9u);
+}
+
 TEST(RouterStateNames, AreTheStoredSpellings) {
   EXPECT_EQ(toString(RouteState::kActive), "active");
   EXPECT_EQ(toString(RouteState::kExhausted), "exhausted");

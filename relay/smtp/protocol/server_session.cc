@@ -566,10 +566,14 @@ void ServerSession::timeout() {
 }
 
 void ServerSession::shutdown() {
+  shutdown("4.3.2", "Service shutting down");
+}
+
+void ServerSession::shutdown(std::string_view enhanced, std::string_view text) {
   if (phase_ == Phase::kClosed) {
     return;
   }
-  closeWith(421, "4.3.2", options_.hostname + " Service shutting down", "shutdown");
+  closeWith(421, enhanced, options_.hostname + " " + std::string(text), "shutdown");
 }
 
 void ServerSession::tlsStarted() {

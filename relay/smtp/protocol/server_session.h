@@ -147,6 +147,8 @@ public:
   // The server is draining: 421 4.3.2 and Close. Call it between messages, not while a Message
   // request is pending.
   void shutdown();
+  // The same with another reason: "421 <enhanced> <hostname> <text>" and Close.
+  void shutdown(std::string_view enhanced, std::string_view text);
 
   // In the DATA phase (the driver may use the longer data timeout of RFC 5321 section 4.5.3.2).
   [[nodiscard]] bool inData() const { return phase_ == Phase::kData; }

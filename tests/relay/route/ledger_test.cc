@@ -408,6 +408,46 @@ TEST(Ledger, Usage) {
   EXPECT_EQ(unlimited.check(kT0, 1'000'000, 1u << 30, Priority::kBulk).verdict, Verdict::kSend);
 }
 
+TEST(Ledger, NewLimitsApplyToWhatWasAlreadyCounted) {
+  Ledger ledger("relay:default", dayLimit(100));
+  ledger.charge(kT0, 60);
+  ledger.markExhausted(kT0, 30min);
+  const auto exhausted = ledger.exhaustedUntil(kT0);
+  LedgerLimits lower = dayLimit(50);
+  ledger.setLimits(lower, kT0 + 1000);
+  EXPECT_EQ(ledger.limits().recipients_per_window, 50u);
+  EXPECT_EQ(ledger.usage(kT0 + 1000).used, 60u);
+  EXPECT_EQ(ledger.usage(kT0 + 1000).remaining, 0u);
+  EXPECT_EQ(ledger.exhaustedUntil(kT0 + 1000), exhausted); // the mark stays
+  ledger.clearExhausted();
+  EXPECT_EQ(ledger.check(kT0 + 1000, 1, 0, Priority::kBulk).verdict, Verdict::kOverBudget);
+}
+
+TEST(Ledger, AShorterWindowReBucketsAndFreesSooner) {
+  Ledger ledger("relay:default", dayLimit(10));
+  ledger.charge(kT0, 4);                // 6-minute buckets
+  ledger.charge(kT0 + 2 * kWidthMs, 5); // 12 minutes later
+  LedgerLimits hour = dayLimit(10);
+  hour.window = 1h; // 15-second buckets
+  const int64_t now = kT0 + 2 * kWidthMs + 1000;
+  ledger.setLimits(hour, now);
+  EXPECT_EQ(ledger.rollingWindow().window(), 1h);
+  EXPECT_EQ(ledger.usage(now).used, 9u);
+  // The first send leaves the hour window first (its bucket start is kept, rounded down).
+  EXPECT_EQ(ledger.usage(kT0 + 15'000 + 3'600'000).used, 5u);
+  EXPECT_EQ(ledger.usage(kT0 + 2 * kWidthMs + 15'000 + 3'600'000).used, 0u);
+}
+
+TEST(Ledger, ALongerWindowKeepsWhatWasCounted) {
+  LedgerLimits hour = dayLimit(10);
+  hour.window = 1h;
+  Ledger ledger("relay:default", hour);
+  ledger.charge(kT0, 3);
+  ledger.setLimits(dayLimit(10), kT0 + 1000);
+  EXPECT_EQ(ledger.usage(kT0 + 2 * 3'600'000).used, 3u); // now counted for a day
+  EXPECT_EQ(ledger.usage(kT0 + kWidthMs + kDayMs).used, 0u);
+}
+
 TEST(Ledger, MemoryIsBounded) {
   EXPECT_LE(sizeof(Ledger), 256u);
   Ledger ledger("m365:rep1@acme.example", dayLimit(UINT32_MAX));

@@ -121,6 +121,26 @@ TEST(Pacer, NoBurstAfterIdling) {
   EXPECT_EQ(pacer.nextAt(later + 2000), later + 2000);
 }
 
+TEST(Pacer, ANewRateSpacesTheNextStartFromTheLastOne) {
+  Pacer slower(60); // one a second
+  slower.take(kT0);
+  EXPECT_EQ(slower.nextAt(kT0), kT0 + 1000);
+  slower.setRate(2); // one every 30 s
+  EXPECT_EQ(slower.nextAt(kT0), kT0 + 30'000);
+  Pacer faster(2);
+  faster.take(kT0);
+  faster.setRate(60);
+  EXPECT_EQ(faster.nextAt(kT0 + 10), kT0 + 1000);
+  Pacer idle(2);
+  idle.setRate(1);
+  EXPECT_EQ(idle.nextAt(kT0), kT0); // nothing started yet: now
+  Pacer none(0);
+  none.setRate(30);
+  EXPECT_EQ(none.nextAt(kT0), kT0);
+  none.setRate(0);
+  EXPECT_EQ(none.nextAt(kT0), std::numeric_limits<int64_t>::max());
+}
+
 TEST(Pacer, ZeroAllowsNothingAndExtremesSaturate) {
   constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
   Pacer none(0);

@@ -686,6 +686,14 @@ TEST(ServerSession, QuitTimeoutAndShutdown) {
     d.session.shutdown();
     EXPECT_EQ(d.take(), "421 4.3.2 mx.test Service shutting down\r\n");
   }
+  {
+    Driver d(baseOptions());
+    d.session.shutdown("4.7.0", "credentials no longer accepted");
+    EXPECT_EQ(d.take(), "421 4.7.0 mx.test credentials no longer accepted\r\n");
+    EXPECT_EQ(d.closes, 1);
+    d.session.shutdown();
+    EXPECT_EQ(d.take(), "");
+  }
 }
 
 TEST(ServerSession, VrfyHelpNoop) {
