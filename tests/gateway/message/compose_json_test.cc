@@ -616,6 +616,10 @@ TEST(ComposeJsonErrors, BadAddressesAreNamedByTheirPath) {
       {{{"to", "a@b.example;c@d.example"}}, "to: "},
       {{{"reply_to", "nobody"}}, "reply_to: "},
       {{{"to", {{"address", "a b@example.com"}}}}, "to.address: "},
+      {{{"to", {{"address", "a@xn--" + std::string(40, 'a') + ".example"}}}},
+       "to.address: \"a@xn--aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"... is not an email address: the "
+       "domain has an \"xn--\" label"},
+      {{{"to", "a@xn--" + std::string(40, 'a') + ".example"}}, "to: "},
   };
   for (const auto& [change, message] : cases) {
     json body = basic();
