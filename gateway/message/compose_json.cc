@@ -260,8 +260,11 @@ Result<Mailbox> readAddressString(const std::string& text, const std::string& pa
     return std::unexpected(std::move(*problem));
   }
   const std::string one_hint =
-      "give one mailbox, \"jane@example.com\" or \"Jane Doe <jane@example.com>\", or an object "
-      "{\"name\": ..., \"address\": ...}; list several recipients as an array";
+      path == "from" ? "the sender must be one mailbox: \"rep@example.com\" or \"Rep Name "
+                       "<rep@example.com>\", or an object {\"name\": ..., \"address\": ...}"
+                     : "give one mailbox, \"jane@example.com\" or \"Jane Doe <jane@example.com>\", "
+                       "or an object {\"name\": ..., \"address\": ...}; list several recipients "
+                       "as an array";
   if (text.size() > kMaxAddressTextBytes) {
     return invalid(path, "longer than 998 octets", one_hint);
   }
