@@ -177,6 +177,7 @@ RawCounts countRaw(std::string_view value) {
       ++counts.ats;
     }
   }
+  counts.unclosed = quoted || literal || comment_depth > 0;
   return counts;
 }
 
@@ -219,6 +220,9 @@ std::expected<ParsedList, std::string> parseAddressList(std::string_view value) 
     return std::unexpected("holds bytes that are not UTF-8 (encode names as RFC 2047 words)");
   }
   const RawCounts raw = countRaw(value);
+  if (raw.unclosed) {
+    return std::unexpected("holds an unclosed quote, comment or domain literal");
+  }
   if (raw.colons > kMaxGroupsPerField) {
     return std::unexpected("holds more than 64 ':' (groups)");
   }
@@ -284,7 +288,7 @@ std::expected<ParsedList, std::string> parseAddressList(std::string_view value) 
   return parsed;
 }
 
-Mailbox makeMailbox(std::string_view name, std::string_view addr) {
+std::optional<Mailbox> makeMailbox(std::string_view name, std::string_view addr) {
   relay::policy::initGmime();
   Mailbox m;
   m.name = std::string(name);
@@ -293,6 +297,9 @@ Mailbox makeMailbox(std::string_view name, std::string_view addr) {
       internet_address_mailbox_new(m.name.empty() ? nullptr : m.name.c_str(), m.addr.c_str()));
   const char* idn = internet_address_mailbox_get_idn_addr(INTERNET_ADDRESS_MAILBOX(mailbox.get()));
   m.envelope = idn != nullptr && *idn != '\0' ? idn : m.addr;
+  if (isAscii(m.addr) && !equalsIgnoreCase(m.envelope, m.addr)) {
+    return std::nullopt;
+  }
   return m;
 }
 

@@ -27,6 +27,7 @@ namespace mailgate::message::detail {
 struct RawCounts {
   std::size_t ats = 0;
   std::size_t colons = 0;
+  bool unclosed = false; // a quoted string, comment or domain literal runs to the end
 };
 [[nodiscard]] RawCounts countRaw(std::string_view value);
 
@@ -38,7 +39,8 @@ struct Mailbox {
 
 // Every mailbox of an address list (groups flattened), or why the text is not one (a phrase for
 // an error text). Refused: a control character other than tab (NUL included), bytes that are
-// not UTF-8, more than kMaxGroupsPerField ':', an '@' that GMime did not turn into a mailbox,
+// not UTF-8, an unclosed quoted string, comment or domain literal (GMime 3.2 leaks memory on
+// "a@[x] (y"), more than kMaxGroupsPerField ':', an '@' that GMime did not turn into a mailbox,
 // and a mailbox whose addr-spec does not stand in the text as written, between delimiters (GMime
 // reads loosely and may return part of what was written). The addresses are not checked with
 // addrSpecProblem; the caller does, to name the address.
@@ -48,8 +50,11 @@ struct ParsedList {
 };
 [[nodiscard]] std::expected<ParsedList, std::string> parseAddressList(std::string_view value);
 
-// A mailbox made from a name and an addr-spec the caller has checked: `envelope` filled in.
-[[nodiscard]] Mailbox makeMailbox(std::string_view name, std::string_view addr);
+// A mailbox made from a name and an addr-spec the caller has checked, `envelope` filled in; or
+// nullopt when GMime would not write the address as given: an ASCII address whose IDNA form
+// differs from it (GMime decodes an "xn--" label that is not valid punycode into other
+// characters, and would write those).
+[[nodiscard]] std::optional<Mailbox> makeMailbox(std::string_view name, std::string_view addr);
 
 // Recipients in the order added, without ASCII case-insensitive duplicates.
 class RecipientSet {

@@ -242,13 +242,29 @@ Result<const std::string*> optionalString(const json& object, std::string_view k
   return &value->get_ref<const std::string&>();
 }
 
+Result<Mailbox> checkedMailbox(std::string_view name, std::string_view addr, std::string_view path,
+                               std::string hint) {
+  auto mailbox = makeMailbox(name, addr);
+  if (!mailbox) {
+    return invalid(path,
+                   fmt::format("{} is not an email address: the domain has an \"xn--\" label "
+                               "that is not valid punycode",
+                               echo(addr)),
+                   std::move(hint));
+  }
+  return std::move(*mailbox);
+}
+
 Result<Mailbox> readAddressString(const std::string& text, const std::string& path) {
   if (auto problem = checkHeaderText(path, text)) {
     return std::unexpected(std::move(*problem));
   }
   const std::string one_hint =
-      "give one mailbox, \"jane@example.com\" or \"Jane Doe <jane@example.com>\", or an object "
-      "{\"name\": ..., \"address\": ...}; list several recipients as an array";
+      path == "from" ? "the sender must be one mailbox: \"rep@example.com\" or \"Rep Name "
+                       "<rep@example.com>\", or an object {\"name\": ..., \"address\": ...}"
+                     : "give one mailbox, \"jane@example.com\" or \"Jane Doe <jane@example.com>\", "
+                       "or an object {\"name\": ..., \"address\": ...}; list several recipients "
+                       "as an array";
   if (text.size() > kMaxAddressTextBytes) {
     return invalid(path, "longer than 998 octets", one_hint);
   }
@@ -275,7 +291,7 @@ Result<Mailbox> readAddressString(const std::string& text, const std::string& pa
   if (auto problem = checkHeaderText(path, mailbox.name)) {
     return std::unexpected(std::move(*problem));
   }
-  return makeMailbox(mailbox.name, mailbox.addr);
+  return checkedMailbox(mailbox.name, mailbox.addr, path, one_hint);
 }
 
 Result<Mailbox> readAddress(const json& value, const std::string& path) {
@@ -320,7 +336,8 @@ Result<Mailbox> readAddress(const json& value, const std::string& path) {
     }
     display = **name;
   }
-  return makeMailbox(display, addr);
+  return checkedMailbox(display, addr, address_path,
+                        "give the bare addr-spec, e.g. \"jane@example.com\", and the name apart");
 }
 
 // ADDR | [ADDR] into `out`.
@@ -725,7 +742,7 @@ Result<void> readHeaders(const ParsedJson& parsed, Draft& draft) {
       for (std::size_t pos = 0; pos < trimmed.size();) {
         const std::size_t end = std::min(trimmed.find_first_of(" \t", pos), trimmed.size());
         if (end > pos) {
-          ok = ok && isMessageId(std::string_view(trimmed).substr(pos, end - pos));
+          ok = ok && isMessageIdToken(std::string_view(trimmed).substr(pos, end - pos));
           ++ids;
         }
         pos = end + 1;

@@ -128,6 +128,12 @@ bool isMessageId(std::string_view id) {
   return isDotAtomText(right);
 }
 
+bool isMessageIdToken(std::string_view id) {
+  return id.size() >= 3 && id.front() == '<' && id.back() == '>' &&
+         std::all_of(id.begin() + 1, id.end() - 1,
+                     [](char c) { return c > 0x20 && c < 0x7f && c != '<' && c != '>'; });
+}
+
 Result<std::string> generateMessageId(std::string_view domain) {
   std::array<unsigned char, 16> random{};
   if (RAND_bytes(random.data(), static_cast<int>(random.size())) != 1) {

@@ -46,6 +46,11 @@ enum class TextProblem {
 // ASCII, at most kMaxMessageIdBytes.
 [[nodiscard]] bool isMessageId(std::string_view id);
 
+// What readers take for a message id in practice: "<", printable ASCII other than space, '<'
+// and '>', ">". Used where ids are copied from other mail (In-Reply-To, References, a raw
+// Message-ID), whose senders did not all follow RFC 5322.
+[[nodiscard]] bool isMessageIdToken(std::string_view id);
+
 // "<" 26 lower-case base32 characters (128 random bits) "@" domain ">"; message.internal when the
 // random generator fails. A domain that is not a dot-atom-text is replaced by "mailgate.invalid".
 [[nodiscard]] Result<std::string> generateMessageId(std::string_view domain);

@@ -154,22 +154,16 @@ Result<RawFields> readFields(std::string_view fields) {
   return out;
 }
 
-// The "<...>" of a Message-ID value, or nullopt when it holds none.
+// The "<...>" a Message-ID value starts with (a comment may follow), or nullopt.
 std::optional<std::string> messageIdOf(std::string_view value) {
   while (!value.empty() && isWsp(value.front())) {
     value.remove_prefix(1);
   }
   const std::size_t close = value.find('>');
-  if (value.empty() || value.front() != '<' || close == std::string_view::npos || close < 2) {
+  if (close == std::string_view::npos || !isMessageIdToken(value.substr(0, close + 1))) {
     return std::nullopt;
   }
-  const std::string_view id = value.substr(0, close + 1);
-  const bool ok = std::all_of(id.begin() + 1, id.end() - 1,
-                              [](char c) { return c > 0x20 && c < 0x7f && c != '<'; });
-  if (!ok) {
-    return std::nullopt;
-  }
-  return std::string(id);
+  return std::string(value.substr(0, close + 1));
 }
 
 Result<void> addRecipients(const std::vector<std::pair<std::string, std::string>>& fields,
@@ -222,15 +216,33 @@ Result<SubmittedMessage> prepareRaw(std::string_view raw, const ComposeContext& 
     fields += "\r\n"; // the last line of a message that is all header
   }
 
-  // The facts the SMTP path reads, from the same text (the empty line added: scanHeaders must see
-  // where the block ends).
-  auto facts = relay::policy::scanHeaders(fields + "\r\n");
-  if (!facts && facts.error().code == "header.too_large") {
+  // With CRLF line ends the block may have grown past the bound (as scanHeaders counts it: the
+  // empty line must start within kMaxHeaderBytes).
+  if (fields.size() > relay::policy::kMaxHeaderBytes) {
     return failWith(kTooLarge, "header", "the header block is larger than 256 KiB",
                     "keep the header block (up to the first empty line) under 256 KiB");
   }
+  auto fields_read = readFields(fields);
+  if (!fields_read) {
+    return std::unexpected(std::move(fields_read.error()));
+  }
+  const RawFields& read = *fields_read;
   const std::string one_sender = "the sender must be one mailbox: write one From field with one "
                                  "address, e.g. \"From: Rep <rep@example.com>\"";
+  // Read strictly here first (what GMime would read short, or leak memory on, is refused), then
+  // as the SMTP path reads it, below; the two must agree.
+  std::vector<ParsedList> from_lists;
+  for (const auto& value : read.from) {
+    auto parsed = parseAddressList(value);
+    if (!parsed) {
+      return invalid("From", parsed.error(), one_sender);
+    }
+    from_lists.push_back(std::move(*parsed));
+  }
+
+  // The facts the SMTP path reads, from the same text (the empty line added: scanHeaders must see
+  // where the block ends).
+  auto facts = relay::policy::scanHeaders(fields + "\r\n");
   if (!facts) {
     return invalid("From", facts.error().message, one_sender);
   }
@@ -247,6 +259,10 @@ Result<SubmittedMessage> prepareRaw(std::string_view raw, const ComposeContext& 
     return invalid(
         "From", fmt::format("{} is not an email address: {}", echo(facts->from.front()), *problem),
         one_sender);
+  }
+  if (from_lists.size() != 1 || from_lists.front().mailboxes.size() != 1 ||
+      from_lists.front().mailboxes.front().envelope != facts->from.front()) {
+    return invalid("From", "holds text that is not one mailbox", one_sender);
   }
 
   SubmittedMessage out;
@@ -267,22 +283,6 @@ Result<SubmittedMessage> prepareRaw(std::string_view raw, const ComposeContext& 
     out.priority = std::string(relay::route::toString(*p));
   }
 
-  auto fields_read = readFields(fields);
-  if (!fields_read) {
-    return std::unexpected(std::move(fields_read.error()));
-  }
-  const RawFields& read = *fields_read;
-  // relay/policy read From loosely; the stricter reading used for recipients must agree.
-  if (read.from.size() == 1) {
-    auto parsed = parseAddressList(read.from.front());
-    if (!parsed) {
-      return invalid("From", parsed.error(), one_sender);
-    }
-    if (parsed->mailboxes.size() != 1 ||
-        parsed->mailboxes.front().envelope != facts->from.front()) {
-      return invalid("From", "holds text that is not one mailbox", one_sender);
-    }
-  }
   if (read.foreign_mailgate) {
     return invalid(echo(*read.foreign_mailgate), "X-Mailgate-* fields are the gateway's own",
                    "remove it; the only one a client may send is X-Mailgate-Priority");

@@ -75,8 +75,8 @@
 // (local part at most 64 octets), non-ASCII allowed (EAI). Custom header names are RFC 5322
 // field names; the reserved ones are refused: From, Sender, To, Cc, Bcc, Reply-To, Subject, Date,
 // Message-ID, MIME-Version, Received, Return-Path, Content-*, Resent-* and X-Mailgate-*.
-// In-Reply-To and References must hold message ids. Values are UTF-8, RFC 2047 encoded when not
-// ASCII.
+// In-Reply-To and References must hold message ids ("<...>", separated by spaces). Values are
+// UTF-8, RFC 2047 encoded when not ASCII; ASCII values are written as given, folded at spaces.
 //
 // The MIME structure: text alone is text/plain, html alone text/html, both multipart/alternative
 // (text first); inline attachments with a content_id go into a multipart/related with the html
@@ -114,8 +114,7 @@ inline constexpr std::size_t kJsonBytesPerMessageByte = 2; // JSON body vs max_m
 inline constexpr int kMaxJsonNesting = 3;                  // root object, array, object
 inline constexpr std::size_t kMaxAddrSpecBytes = 254;      // RFC 5321 path minus "<>"
 inline constexpr std::size_t kMaxAddressTextBytes = 998;   // an ADDR string; a display name
-inline constexpr std::size_t kMaxMessageIdBytes = 250;     // message_id, content_id, each id
-                                                           // of In-Reply-To and References
+inline constexpr std::size_t kMaxMessageIdBytes = 250;     // message_id, content_id
 inline constexpr std::size_t kMaxGroupsPerField = 64;      // ':' in one raw To, Cc or Bcc
 
 struct ComposeLimits {
@@ -163,8 +162,11 @@ struct SubmittedMessage {
 // Nothing else changes: no MIME-Version is added, the body is not re-encoded. The header block is
 // read with relay::policy::scanHeaders, as on the SMTP path; it must hold exactly one From
 // mailbox. Recipients come from every To, Cc and Bcc field (groups flattened; Resent-* fields are
-// neither read nor changed). Refused: a NUL byte anywhere, another X-Mailgate-* field, more than
-// one Message-ID field or one that holds no "<...>".
+// neither read nor changed). Refused: a NUL byte anywhere; a header line that is neither a field
+// nor a continuation line; an address field with a control character, bytes that are not UTF-8,
+// an unclosed quote, comment or domain literal, or an address that does not stand in it as
+// written (GMime reads loosely: "a@e\x7fxample.com" would be a@e); another X-Mailgate-* field;
+// more than one Message-ID field, or one that holds no "<...>".
 [[nodiscard]] Result<SubmittedMessage>
 prepareRaw(std::string_view rfc822, const ComposeContext& ctx, std::string_view priority);
 

@@ -56,6 +56,10 @@ TEST(CountRaw, SkipsQuotesCommentsAndLiterals) {
   EXPECT_EQ(countRaw("\"x@y\" <a@b.example> (c@d (e@f))").ats, 1u);
   EXPECT_EQ(countRaw("a@[1@2]").ats, 1u);
   EXPECT_EQ(countRaw("G: a@b, \"q:\" <c@d>;").colons, 2u);
+  EXPECT_FALSE(countRaw("\"a\" <b@c> (d) e@[f]").unclosed);
+  for (const char* open : {"\"a <b@c>", "b@c (d", "b@[c", "b@c ((d)"}) {
+    EXPECT_TRUE(countRaw(open).unclosed) << open;
+  }
 }
 
 TEST(ParseAddressList, FlattensGroupsAndDecodesNames) {
@@ -80,6 +84,9 @@ TEST(ParseAddressList, RefusesWhatLooseParsingWouldDrop) {
             "holds text that is not an address list");
   EXPECT_EQ(parseAddressList(std::string(65, ':')).error(), "holds more than 64 ':' (groups)");
   EXPECT_EQ(parseAddressList(std::string("a@b\0c", 5)).error(), "holds a NUL byte");
+  // GMime 3.2 leaks memory on a domain literal followed by an unclosed comment.
+  EXPECT_EQ(parseAddressList("a@[192.0.2.1] (y").error(),
+            "holds an unclosed quote, comment or domain literal");
   // Deep group nesting within the bound parses without trouble.
   std::string nested;
   for (int i = 0; i < 64; ++i) {
@@ -99,10 +106,18 @@ TEST(ParseAddressList, EmptyListsAndEmptyGroups) {
 }
 
 TEST(MakeMailbox, GivesTheAsciiFormOfAnInternationalDomain) {
-  const Mailbox m = makeMailbox("Ann", "ann@b\xc3\xbc"
-                                       "cher.example");
-  EXPECT_EQ(m.envelope, "ann@xn--bcher-kva.example");
-  EXPECT_EQ(makeMailbox("", "j\xc3\xb6rg@example.com").envelope, "j\xc3\xb6rg@example.com");
+  const auto m = makeMailbox("Ann", "ann@b\xc3\xbc"
+                                    "cher.example");
+  ASSERT_TRUE(m.has_value());
+  EXPECT_EQ(m->envelope, "ann@xn--bcher-kva.example");
+  EXPECT_EQ(makeMailbox("", "j\xc3\xb6rg@example.com")->envelope, "j\xc3\xb6rg@example.com");
+  EXPECT_EQ(makeMailbox("", "ann@xn--bcher-kva.example")->envelope, "ann@xn--bcher-kva.example");
+  EXPECT_EQ(makeMailbox("", "Ann@Example.COM")->envelope, "Ann@Example.COM");
+}
+
+// GMime turns an "xn--" label that is not valid punycode into other characters.
+TEST(MakeMailbox, RefusesAnAsciiAddressGMimeWouldRewrite) {
+  EXPECT_FALSE(makeMailbox("", "rep1@xn--" + std::string(40, 'a') + ".example").has_value());
 }
 
 TEST(RecipientSet, KeepsTheFirstSpellingAndStopsAtTheLimit) {

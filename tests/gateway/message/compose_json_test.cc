@@ -7,6 +7,8 @@
 #include <regex>
 #include <set>
 #include <string>
+#include <thread>
+#include <vector>
 
 namespace mailgate::message {
 namespace {
@@ -429,6 +431,37 @@ TEST(ComposeJson, MessageIdsAreUniqueAndTheCallersIsKept) {
   EXPECT_EQ(compose(body).message_id, "<order-4712@acme.example>");
 }
 
+// Re-entrant: no shared state but GMime's, which is initialised once.
+TEST(ComposeJson, ThreadsComposeAtOnce) {
+  json body = basic();
+  body["to"] = {"J\xc3\xb6rg <j@example.com>", "b@example.com"};
+  body["html"] = "<p>x</p>";
+  body["attachments"] = {{{"name", "R\xc3\xa9sum\xc3\xa9.pdf"}, {"content", base64("abc")}}};
+  const std::string text = body.dump();
+  std::vector<std::vector<std::string>> ids(4);
+  std::vector<std::thread> threads;
+  for (auto& mine : ids) {
+    threads.emplace_back([&text, &mine] {
+      for (int i = 0; i < 50; ++i) {
+        auto out = composeFromJson(text, context());
+        auto raw = out ? prepareRaw(out->data, context(), "") : out;
+        mine.push_back(raw ? raw->message_id : std::string());
+      }
+    });
+  }
+  for (auto& t : threads) {
+    t.join();
+  }
+  std::set<std::string> distinct;
+  for (const auto& mine : ids) {
+    for (const auto& id : mine) {
+      EXPECT_FALSE(id.empty());
+      distinct.insert(id);
+    }
+  }
+  EXPECT_EQ(distinct.size(), 200u);
+}
+
 TEST(ComposeJson, AnUnfitMessageIdDomainIsReplaced) {
   ComposeContext ctx = context();
   ctx.message_id_domain = "";
@@ -593,6 +626,7 @@ TEST(ComposeJsonErrors, FromMustBeOneGoodMailbox) {
   expectError(body, kInvalid, "from: is an array");
   body["from"] = "a@example.com, b@example.com";
   expectError(body, kInvalid, "from: holds 2 addresses");
+  EXPECT_TRUE(composeError(body).hint.starts_with("the sender must be one mailbox"));
   body["from"] = "Sales: a@example.com;";
   expectError(body, kInvalid, "from: is a group");
   body["from"] = "not an address";
@@ -616,6 +650,10 @@ TEST(ComposeJsonErrors, BadAddressesAreNamedByTheirPath) {
       {{{"to", "a@b.example;c@d.example"}}, "to: "},
       {{{"reply_to", "nobody"}}, "reply_to: "},
       {{{"to", {{"address", "a b@example.com"}}}}, "to.address: "},
+      {{{"to", {{"address", "a@xn--" + std::string(40, 'a') + ".example"}}}},
+       "to.address: \"a@xn--aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"... is not an email address: the "
+       "domain has an \"xn--\" label"},
+      {{{"to", "a@xn--" + std::string(40, 'a') + ".example"}}, "to: "},
   };
   for (const auto& [change, message] : cases) {
     json body = basic();

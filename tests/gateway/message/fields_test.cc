@@ -50,6 +50,15 @@ TEST(MessageId, Syntax) {
   EXPECT_FALSE(isMessageId("<" + std::string(250, 'a') + "@b>"));
 }
 
+TEST(MessageId, TokensAsReadersTakeThem) {
+  for (const char* ok : {"<a@b>", "<no-at-sign>", "<\"quoted\"@x>", "<a..b@c>"}) {
+    EXPECT_TRUE(isMessageIdToken(ok)) << ok;
+  }
+  for (const char* bad : {"<>", "a@b", "<a b@c>", "<a<b@c>", "<a@b>>", "<caf\xc3\xa9@b>"}) {
+    EXPECT_FALSE(isMessageIdToken(bad)) << bad;
+  }
+}
+
 TEST(MessageId, GeneratedIdsAreRandomAndWellFormed) {
   std::set<std::string> seen;
   for (int i = 0; i < 1000; ++i) {

@@ -304,6 +304,8 @@ TEST(PrepareRawErrors, AddressesThatWouldBeReadShort) {
        "From: holds a control character"},
       {"From: rep1@acme.example\r\nTo: jane @ example.com\r\n\r\n",
        "To: holds text that is not an address list"},
+      {"From: rep1@[192.0.2.1] (y\r\nTo: a@example.com\r\n\r\n",
+       "From: holds an unclosed quote, comment or domain literal"},
   };
   for (const auto& [raw, message] : cases) {
     const Error e = prepareError(raw);
