@@ -10,6 +10,7 @@
 #include "relay/delivery_engine.h"
 #include "relay/submission_server.h"
 
+#include <algorithm>
 #include <chrono>
 #include <csignal>
 #include <fmt/format.h>
@@ -39,6 +40,19 @@ bool sameTls(const std::optional<config::TlsFiles>& a, const std::optional<confi
     return false;
   }
   return !a || (a->cert == b->cert && a->key == b->key);
+}
+
+bool sameTokens(const std::vector<config::ApiToken>& a, const std::vector<config::ApiToken>& b) {
+  if (a.size() != b.size()) {
+    return false;
+  }
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    if (a[i].name != b[i].name || a[i].secret != b[i].secret || a[i].roles != b[i].roles ||
+        a[i].tenants != b[i].tenants) {
+      return false;
+    }
+  }
+  return true;
 }
 
 // Keys that a running process cannot change: they only apply at the next start.
@@ -73,7 +87,8 @@ std::vector<std::string> restartOnly(const config::Config& before, const config:
 
 struct Daemon::Impl {
   std::shared_ptr<const config::Config> config;
-  // The configuration the components were built with; they keep references into it.
+  // The configuration the components were built with: they keep references into it until the
+  // first reload gives each its own shared copy.
   std::shared_ptr<const config::Config> first_config;
   std::string config_path;
   std::shared_ptr<spdlog::logger> log = logger("main");
@@ -248,11 +263,46 @@ Result<api::ReloadReport> Daemon::Impl::reload() {
   api::ReloadReport report;
   report.file = config_path;
   report.restart_required = restartOnly(*config, *next);
-  setupLogging(next->log.level, next->log.format);
-  report.applied.emplace_back("log level and format");
+  const auto take = [&report](const relay::ReloadReport& part) {
+    report.applied.insert(report.applied.end(), part.applied.begin(), part.applied.end());
+    for (const auto& key : part.restart_required) {
+      if (std::find(report.restart_required.begin(), report.restart_required.end(), key) ==
+          report.restart_required.end()) {
+        report.restart_required.push_back(key);
+      }
+    }
+  };
+  // Delivery first: it is the part that can refuse (a relay's TLS settings that do not load),
+  // and then nothing has changed anywhere.
+  auto delivered = delivery->reconfigure(next);
+  if (!delivered) {
+    log->error("reload: {} not applied: {}", config_path, delivered.error().describe());
+    return std::unexpected(Error(delivered.error().code, delivered.error().message,
+                                 delivered.error().hint.empty()
+                                     ? std::string("fix the file and reload again; nothing was "
+                                                   "changed")
+                                     : delivered.error().hint));
+  }
+  take(*delivered);
+  auto submission = smtp->reconfigure(next);
+  if (submission) {
+    take(*submission);
+  } else {
+    log->error("reload: SMTP submission kept its configuration: {}", submission.error().describe());
+  }
+  if (next->log.level != config->log.level || next->log.format != config->log.format) {
+    setupLogging(next->log.level, next->log.format);
+    report.applied.push_back(fmt::format("log: level {}, format {}", toString(next->log.level),
+                                         toString(next->log.format)));
+  }
+  if (!sameTokens(config->listeners.api.tokens, next->listeners.api.tokens)) {
+    report.applied.push_back(
+        fmt::format("listeners.api.tokens: {} token(s)", next->listeners.api.tokens.size()));
+  }
   control->reconfigure(next);
-  report.applied.emplace_back("listeners.api.tokens");
   config = next;
+  // Every component now holds the configuration it uses itself.
+  first_config.reset();
   log->info("reload: {} applied ({}){}", config_path, fmt::join(report.applied, "; "),
             report.restart_required.empty()
                 ? std::string()

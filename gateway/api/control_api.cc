@@ -246,25 +246,25 @@ void ControlApi::State::getStatus(const CallPtr& call) {
       {"connections", {{"smtp", f.smtp_sessions}, {"api", f.api.open}}},
   };
   std::weak_ptr<State> weak = weak_from_this();
-  std::vector<std::string> scope = call->token->tenants;
-  deps.store->counts([weak, call, body = std::move(body)](Result<relay::QueueCounts> c) mutable {
-    auto self = weak.lock();
-    if (!self) {
-      return;
-    }
-    if (!c) {
-      self->replyFailure(call, c.error());
-      return;
-    }
-    if (call->token->allTenants()) {
-      body["queue"] = {{"queued", c->queued},
-                       {"sending", c->sending},
-                       {"deferred", c->deferred},
-                       {"sent", c->sent},
-                       {"failed", c->failed}};
-    }
-    self->replyJson(call, 200, body);
-  });
+  deps.store->countsFor(call->token->tenants,
+                        [weak, call, body = std::move(body)](Result<relay::QueueCounts> c) mutable {
+                          auto self = weak.lock();
+                          if (!self) {
+                            return;
+                          }
+                          if (!c) {
+                            self->replyFailure(call, c.error());
+                            return;
+                          }
+                          // Within the token's scope: a token of one tenant counts that tenant's
+                          // mail only.
+                          body["queue"] = {{"queued", c->queued},
+                                           {"sending", c->sending},
+                                           {"deferred", c->deferred},
+                                           {"sent", c->sent},
+                                           {"failed", c->failed}};
+                          self->replyJson(call, 200, body);
+                        });
 }
 
 void ControlApi::State::getTenants(const CallPtr& call) {

@@ -158,12 +158,30 @@ void ControlApi::State::postFailover(const CallPtr& call) {
   if (!mailboxVisible(call, call->param("address"), &s)) {
     return;
   }
+  // An optional {"reason": "..."} goes to the log line, for whoever looks at it later.
+  std::string reason;
+  if (!call->req().body.empty()) {
+    const auto body = nlohmann::json::parse(call->req().body, nullptr, false);
+    if (!body.is_object() || (body.contains("reason") && !body["reason"].is_string())) {
+      replyError(call, 400, "request.invalid_json", "the body must be {\"reason\": \"text\"}",
+                 "send no body, or a JSON object with a string reason");
+      return;
+    }
+    reason = body.value("reason", std::string());
+    if (reason.size() > 200 ||
+        reason.find_first_of(std::string_view("\r\n\0", 3)) != std::string::npos) {
+      replyError(call, 400, "request.bad_parameter",
+                 "reason must be one line of at most 200 characters", "shorten the reason");
+      return;
+    }
+  }
   auto r = deps.delivery->failover(s.route.address, call->actor());
   if (!r) {
     replyFailure(call, r.error());
     return;
   }
-  log->info("{} failed over mailbox {}", call->actor(), s.route.address);
+  log->info("{} failed over mailbox {}{}", call->actor(), s.route.address,
+            reason.empty() ? std::string() : ": " + reason);
   replyJson(call, 200, mailboxJson(*call, *r));
 }
 

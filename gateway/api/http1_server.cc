@@ -27,6 +27,9 @@ bool ownedByWriter(std::string_view lower_name) {
          lower_name == "connection" || lower_name == "keep-alive" || lower_name == "upgrade";
 }
 
+// Answers produced but not taken by the driver, past which pipelined requests wait unparsed.
+constexpr std::size_t kOutputPause = 256 * 1024;
+
 bool bodyForbidden(int status) {
   return (status >= 100 && status < 200) || status == 204 || status == 304;
 }
@@ -107,6 +110,13 @@ void Http1Server::parse(std::span<const char> bytes) {
       if (waiting_) {
         // Answered later: keep the rest until then, unparsed.
         held_input_.append(bytes.data() + offset, bytes.size() - offset);
+        return;
+      }
+      if (output_.size() >= kOutputPause && offset < bytes.size()) {
+        // Pipelined requests whose answers nobody has taken yet: the rest waits until the
+        // driver takes the output (a client that never reads stops costing us here).
+        held_input_.append(bytes.data() + offset, bytes.size() - offset);
+        resume_ = true;
         return;
       }
       http_parser_pause(&parser_, 0);

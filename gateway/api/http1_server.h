@@ -27,7 +27,9 @@ public:
   void process() override;
   void drainOutput(std::string& out) override;
   [[nodiscard]] bool wantsClose() const override { return closing_ && !waiting_; }
-  [[nodiscard]] bool wantsInput() const override { return !waiting_ && !closing_; }
+  [[nodiscard]] bool wantsInput() const override {
+    return !waiting_ && !closing_ && held_input_.empty();
+  }
   void shutdown() override;
 
 private:

@@ -11,6 +11,7 @@ import email.header
 import http.client
 import json
 import pathlib
+import re
 import smtplib
 import socket
 import subprocess
@@ -187,7 +188,7 @@ class ApiTest(unittest.TestCase):
             data = b""
             while chunk := s.recv(65536):
                 data += chunk
-        statuses = [line.split()[1] for line in data.split(b"\r\n") if line.startswith(b"HTTP/1.1")]
+        statuses = re.findall(rb"HTTP/1\.1 (\d{3}) ", data)
         self.assertEqual(statuses, [b"200", b"404", b"200"])
 
     # ---- roles and scopes -------------------------------------------------------------------
@@ -231,7 +232,9 @@ class ApiTest(unittest.TestCase):
         status, body, _ = self.submit("sub", **{"from": GLOBEX})
         self.assertEqual(status, 422)
         self.assertEqual(body["error"]["code"], "message.unknown_sender")
-        self.assertNotIn("globex", body["error"]["message"])  # names the token's scope only
+        # It names the token's own tenant, never the one the address belongs to.
+        self.assertIn("tenant acme", body["error"]["message"])
+        self.assertNotIn("tenant globex", body["error"]["message"])
         # Another tenant's message is 404 to a reader of acme, and absent from its queue.
         status, body, _ = self.submit("admin", **{"from": GLOBEX})
         self.assertEqual(status, 202, body)
@@ -559,7 +562,7 @@ class ApiLifecycleTest(unittest.TestCase):
         self.assertEqual(api.call("GET", "/v1/status", "added-by-reload-0123")[0], 401)
         status, report, _ = api.call("POST", "/v1/config/reload", "ops")
         self.assertEqual(status, 200, report)
-        self.assertIn("listeners.api.tokens", report["applied"])
+        self.assertIn("listeners.api.tokens: 8 token(s)", report["applied"])
         self.assertEqual(api.call("GET", "/v1/status", "added-by-reload-0123")[0], 200)
         # A broken file: 422 with every FILE:LINE:COL line, and the running config stays.
         broken = good.replace("storage: {backend: sqlite}", "storage: {backend: sqlite, bogus: 1}")

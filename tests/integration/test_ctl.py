@@ -416,17 +416,18 @@ class CtlTest(unittest.TestCase):
         r = self.served(self.run_ctl("failover", GLOBEX_REP, "--reason", "ctl test", ops=True))
         try:
             self.assertExit(r, 0)
-            self.assertRegex(r.stdout, r"(?m)^route: +failover")
+            self.assertRegex(r.stdout, r"(?m)^route: +\w+ \(failed over to the fallback relays\)")
             self.assertRegex(r.stdout, r"(?m)^manual failover: +by .*ops")
             r = self.run_ctl("mailbox", GLOBEX_REP, "--json", token=READER)
             self.assertExit(r, 0)
-            self.assertEqual(json.loads(r.stdout)["route"]["state"], "failover")
+            route = json.loads(r.stdout)["route"]
+            self.assertEqual(route["manual"]["actor"], "API token ops")
+            self.assertTrue(route["failed_over"])
             self.assertExit(self.run_ctl("failback", GLOBEX_REP, token=READER), 3)
             self.assertExit(self.run_ctl("failback", GLOBEX_REP, token=ACME_OPERATOR), 4)
         finally:
             r = self.run_ctl("failback", GLOBEX_REP, "--json", ops=True)
         self.assertExit(r, 0)
-        self.assertNotEqual(json.loads(r.stdout)["route"]["state"], "failover")
         self.assertIsNone(json.loads(r.stdout)["route"]["manual"])
         self.assertExit(self.run_ctl("failover", "nobody@acme.example", ops=True), 4)
 
