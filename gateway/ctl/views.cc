@@ -145,7 +145,7 @@ Result<std::string> renderStatus(const Json& st) {
   if (present(queue) && queue->is_object()) {
     b.add("queue", countsLine(*queue));
   } else {
-    b.add("queue", "- (the counts need a token scoped to every tenant)");
+    b.add("queue", "-");
   }
   return b.render();
 }

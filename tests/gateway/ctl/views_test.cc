@@ -31,9 +31,7 @@ TEST(Views, StatusOfADrainingGatewayWithAScopedToken) {
   ASSERT_TRUE(out.has_value());
   EXPECT_NE(out->find("ready:       no (draining)\n"), std::string::npos) << *out;
   EXPECT_NE(out->find("uptime:      59s\n"), std::string::npos) << *out;
-  EXPECT_NE(out->find("queue:       - (the counts need a token scoped to every tenant)\n"),
-            std::string::npos)
-      << *out;
+  EXPECT_NE(out->find("queue:       -\n"), std::string::npos) << *out;
 }
 
 TEST(Views, MailboxTable) {
