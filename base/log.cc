@@ -123,9 +123,23 @@ template <typename Out> void appendHexEscape(Out& out, std::string_view prefix, 
   appendBytes(out, std::string_view(digits.data(), digits.size()));
 }
 
+// Printable ASCII that JSON takes as it is: the common case, copied in runs.
+bool plainJson(unsigned char c) {
+  return c >= 0x20 && c < 0x7f && c != '"' && c != '\\';
+}
+
 template <typename Out> void escapeJson(std::string_view text, Out& out) {
   std::size_t i = 0;
   while (i < text.size()) {
+    std::size_t end = i;
+    while (end < text.size() && plainJson(static_cast<unsigned char>(text[end]))) {
+      ++end;
+    }
+    if (end > i) {
+      appendBytes(out, text.substr(i, end - i));
+      i = end;
+      continue;
+    }
     const auto c = static_cast<unsigned char>(text[i]);
     if (c >= 0x80) {
       const std::size_t len = utf8SequenceLength(text, i);

@@ -225,6 +225,15 @@ bool isMailAddress(std::string_view text) {
   return !isIpLiteral(domain) && domain.find('.') != std::string_view::npos && isHostName(domain);
 }
 
+bool hasUpperAscii(std::string_view text) {
+  for (const char c : text) {
+    if (c >= 'A' && c <= 'Z') {
+      return true;
+    }
+  }
+  return false;
+}
+
 std::string lowerAscii(std::string_view text) {
   std::string out(text);
   for (char& c : out) {

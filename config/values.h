@@ -51,5 +51,7 @@ struct Endpoint {
 
 // Lower-cased copy, ASCII only; addresses and aliases are compared this way.
 [[nodiscard]] std::string lowerAscii(std::string_view text);
+// True when `text` holds an ASCII upper-case letter (lowerAscii would change it).
+[[nodiscard]] bool hasUpperAscii(std::string_view text);
 
 } // namespace mailgate::config

@@ -38,6 +38,12 @@ constexpr size_t kMessagesPerMailboxConnection = 4;
 // message was being read from the store.
 constexpr milliseconds kRequeueDelay{std::chrono::seconds(1)};
 
+// Lets unordered maps keyed by std::string be searched with a string_view (no allocation).
+struct TransparentHash {
+  using is_transparent = void;
+  std::size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+};
+
 int64_t wallClockMs() {
   return std::chrono::duration_cast<milliseconds>(
              std::chrono::system_clock::now().time_since_epoch())
@@ -297,11 +303,11 @@ struct DeliveryEngine::State final : UpstreamConnection::Observer,
     std::string tenant;  // as the messages carry them, for a mailbox no longer configured
     std::string address; // as written
   };
-  std::unordered_map<std::string, MailboxCounts> mailbox_counts;
+  std::unordered_map<std::string, MailboxCounts, TransparentHash, std::equal_to<>> mailbox_counts;
   size_t waiting_total = 0;
   size_t in_flight_total = 0;
   // The last error per mailbox (lower case), for mailboxStatus().
-  std::unordered_map<std::string, MailboxError> last_errors;
+  std::unordered_map<std::string, MailboxError, TransparentHash, std::equal_to<>> last_errors;
   DeliveryMetrics metrics;
   size_t in_flight = 0; // attempts between markSending and recordAttempt's completion
   size_t store_ops = 0; // store calls whose completion has not arrived (retries included)
@@ -1853,13 +1859,16 @@ struct DeliveryEngine::State final : UpstreamConnection::Observer,
 
   MailboxStatus statusOf(MailboxRouteView view) {
     MailboxStatus st;
-    const std::string key = config::lowerAscii(view.address);
+    std::string lowered;
+    const std::string_view key = config::hasUpperAscii(view.address)
+                                     ? std::string_view(lowered = config::lowerAscii(view.address))
+                                     : std::string_view(view.address);
     st.route = std::move(view);
     fillEngineSide(key, st);
     return st;
   }
 
-  void fillEngineSide(const std::string& key, MailboxStatus& st) {
+  void fillEngineSide(std::string_view key, MailboxStatus& st) {
     if (auto it = pool_by_mailbox.find(key); it != pool_by_mailbox.end()) {
       for (const auto& slot : it->second->slots) {
         ++st.connections_open;
@@ -1876,7 +1885,7 @@ struct DeliveryEngine::State final : UpstreamConnection::Observer,
   }
 
   // A mailbox that is no longer configured but still has mail here.
-  MailboxStatus orphanStatus(const std::string& key, const MailboxCounts& c) {
+  MailboxStatus orphanStatus(std::string_view key, const MailboxCounts& c) {
     MailboxStatus st;
     st.configured = false;
     st.route.tenant = c.tenant;
@@ -1890,7 +1899,10 @@ struct DeliveryEngine::State final : UpstreamConnection::Observer,
   }
 
   std::optional<MailboxStatus> mailboxStatus(std::string_view address) {
-    const std::string key = config::lowerAscii(address);
+    std::string lowered;
+    const std::string_view key = config::hasUpperAscii(address)
+                                     ? std::string_view(lowered = config::lowerAscii(address))
+                                     : address;
     auto view = router.view(key, wallClockMs());
     flushRouteChanges();
     if (view) {

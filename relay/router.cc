@@ -844,7 +844,9 @@ MailboxRouteView Router::viewOf(MailboxRoute& mb, int64_t now_ms) {
 }
 
 std::optional<MailboxRouteView> Router::view(std::string_view address, int64_t now_ms) {
-  MailboxRoute* mb = find(config::lowerAscii(address));
+  // Keys are lower case; most callers already pass that, and then nothing is allocated.
+  MailboxRoute* mb =
+      config::hasUpperAscii(address) ? find(config::lowerAscii(address)) : find(address);
   if (mb == nullptr) {
     return std::nullopt;
   }

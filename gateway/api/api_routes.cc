@@ -1,5 +1,7 @@
 #include "gateway/api/api_routes.h"
 
+#include <algorithm>
+
 namespace mailgate::api {
 
 namespace {
@@ -28,6 +30,13 @@ std::string_view nextSegment(std::string_view path, std::size_t& pos) {
 } // namespace
 
 std::optional<std::string> percentDecode(std::string_view text, bool plus_is_space) {
+  // Nothing to decode (the usual case): one copy.
+  const bool plain = std::none_of(text.begin(), text.end(), [plus_is_space](char c) {
+    return c == '%' || (c == '+' && plus_is_space) || c == '\0' || c == '\r' || c == '\n';
+  });
+  if (plain) {
+    return std::string(text);
+  }
   std::string out;
   out.reserve(text.size());
   for (std::size_t i = 0; i < text.size(); ++i) {
@@ -54,31 +63,45 @@ std::optional<std::string> percentDecode(std::string_view text, bool plus_is_spa
   return out;
 }
 
-std::optional<PathParams> matchPath(std::string_view pattern, std::string_view path) {
-  if (pattern.empty() || path.empty() || pattern.front() != '/' || path.front() != '/') {
-    return std::nullopt;
-  }
-  PathParams params;
+namespace {
+bool isParam(std::string_view segment) {
+  return segment.size() > 2 && segment.front() == '{' && segment.back() == '}';
+}
+
+// The same walk as matchPath, without building anything: most routes do not match.
+bool shapeMatches(std::string_view pattern, std::string_view path) {
   std::size_t pp = 0;
   std::size_t sp = 0;
   while (pp < pattern.size() && sp < path.size()) {
     const std::string_view want = nextSegment(pattern, pp);
     const std::string_view have = nextSegment(path, sp);
-    if (want.size() > 2 && want.front() == '{' && want.back() == '}') {
-      if (have.empty()) {
-        return std::nullopt;
-      }
+    if (isParam(want) ? have.empty() : want != have) {
+      return false;
+    }
+  }
+  return pp == pattern.size() && sp == path.size();
+}
+} // namespace
+
+std::optional<PathParams> matchPath(std::string_view pattern, std::string_view path) {
+  if (pattern.empty() || path.empty() || pattern.front() != '/' || path.front() != '/' ||
+      !shapeMatches(pattern, path)) {
+    return std::nullopt;
+  }
+  PathParams params;
+  params.reserve(2); // no route has more
+  std::size_t pp = 0;
+  std::size_t sp = 0;
+  while (pp < pattern.size() && sp < path.size()) {
+    const std::string_view want = nextSegment(pattern, pp);
+    const std::string_view have = nextSegment(path, sp);
+    if (isParam(want)) {
       auto decoded = percentDecode(have, false);
       if (!decoded) {
         return std::nullopt;
       }
       params.emplace_back(std::string(want.substr(1, want.size() - 2)), std::move(*decoded));
-    } else if (want != have) {
-      return std::nullopt;
     }
-  }
-  if (pp != pattern.size() || sp != path.size()) {
-    return std::nullopt;
   }
   return params;
 }

@@ -51,6 +51,13 @@ public:
   [[nodiscard]] Match find(std::string_view method, std::string_view path) const {
     Match m;
     for (const auto& r : routes_) {
+      // The literal part before the first parameter must match: most routes fail here. A route
+      // without parameters matches its literal path only.
+      const std::size_t brace = r.pattern.find('{');
+      const std::string_view literal = std::string_view(r.pattern).substr(0, brace);
+      if (brace == std::string::npos ? path != literal : !path.starts_with(literal)) {
+        continue;
+      }
       auto params = matchPath(r.pattern, path);
       if (!params) {
         continue;

@@ -23,13 +23,14 @@ int64_t wallClockMs() {
 
 // --- Call ---------------------------------------------------------------------------------
 
-std::string Call::param(std::string_view name) const {
+const std::string& Call::param(std::string_view name) const {
+  static const std::string kNone;
   for (const auto& [n, v] : params) {
     if (n == name) {
       return v;
     }
   }
-  return {};
+  return kNone;
 }
 
 const std::string* Call::q(std::string_view name) const {
@@ -77,7 +78,8 @@ void ControlApi::State::addRoutes() {
 void ControlApi::State::handle(const HttpExchangePtr& ex) {
   auto call = std::make_shared<Call>();
   call->ex = ex;
-  call->config = config;
+  call->directory = directory;
+  call->config = directory->config;
   call->now_ms = wallClockMs();
   const HttpRequest& req = ex->request();
   auto match = routes.find(req.method, req.path);
@@ -148,6 +150,17 @@ void ControlApi::State::replyJson(const CallPtr& call, int status, const nlohman
   reply(call, std::move(r));
 }
 
+void ControlApi::State::replyJsonText(const CallPtr& call, int status, std::string json,
+                                      HttpHeaders extra) {
+  HttpResponse r;
+  r.status = status;
+  r.headers = std::move(extra);
+  r.headers.emplace_back("content-type", "application/json");
+  r.headers.emplace_back("cache-control", "no-store");
+  r.body = std::move(json);
+  reply(call, std::move(r));
+}
+
 void ControlApi::State::replyError(const CallPtr& call, int status, std::string_view code,
                                    std::string_view message, std::string_view hint) {
   reply(call, jsonError(status, code, message, hint));
@@ -207,15 +220,15 @@ std::optional<int64_t> ControlApi::State::intParam(const CallPtr& call, std::str
 // --- Handlers --------------------------------------------------------------------------------
 
 void ControlApi::State::getHealth(const CallPtr& call) {
-  replyJson(call, 200, {{"status", "ok"}});
+  replyJsonText(call, 200, R"({"status":"ok"})");
 }
 
 void ControlApi::State::getReady(const CallPtr& call) {
   if (draining) {
-    replyJson(call, 503, {{"status", "draining"}}, {{"retry-after", "5"}});
+    replyJsonText(call, 503, R"({"status":"draining"})", {{"retry-after", "5"}});
     return;
   }
-  replyJson(call, 200, {{"status", "ready"}});
+  replyJsonText(call, 200, R"({"status":"ready"})");
 }
 
 void ControlApi::State::getOpenApi(const CallPtr& call) {

@@ -2,6 +2,7 @@
 // failback. Everything is read from the delivery engine's memory: no store round trip.
 #include "config/values.h"
 #include "gateway/api/control_state.h"
+#include "gateway/store/json_writer.h"
 #include "relay/delivery_engine.h"
 
 #include <fmt/format.h>
@@ -10,85 +11,157 @@ namespace mailgate::api {
 
 namespace {
 
-nlohmann::json optionalNumber(const std::optional<uint64_t>& n) {
-  return n ? nlohmann::json(*n) : nlohmann::json(nullptr);
+void optionalNumber(store::JsonWriter& w, std::string_view key, const std::optional<uint64_t>& n) {
+  w.key(key);
+  if (n) {
+    w.value(*n);
+  } else {
+    w.null();
+  }
 }
 
-const config::Mailbox* findConfigured(const config::Config& c, std::string_view address,
-                                      const config::Tenant** tenant) {
-  const std::string want = config::lowerAscii(address);
-  for (const auto& t : c.tenants) {
-    for (const auto& m : t.mailboxes) {
-      if (config::lowerAscii(m.address) == want) {
-        *tenant = &t;
-        return &m;
-      }
-    }
+void time(store::JsonWriter& w, std::string_view key, int64_t ms) {
+  w.key(key);
+  if (ms > 0) {
+    w.value(store::formatRfc3339(ms));
+  } else {
+    w.null();
   }
-  return nullptr;
+}
+
+void optionalText(store::JsonWriter& w, std::string_view key, const std::string& text) {
+  w.key(key);
+  if (text.empty()) {
+    w.null();
+  } else {
+    w.value(text);
+  }
 }
 
 } // namespace
 
-nlohmann::json ControlApi::State::mailboxJson(const Call& call,
-                                              const relay::MailboxStatus& s) const {
+// Written with the streaming writer, not a JSON tree: this is the answer a CRM polls for every
+// mailbox, and building the tree cost more than everything else in the request together.
+void ControlApi::State::writeMailbox(store::JsonWriter& w, const Directory& dir,
+                                     const relay::MailboxStatus& s) {
   const auto& v = s.route;
-  const config::Tenant* tenant = nullptr;
-  const config::Mailbox* mb = findConfigured(*call.config, v.address, &tenant);
-  nlohmann::json manual = nullptr;
-  if (v.manual_failover) {
-    manual = {{"actor", v.manual_actor}, {"since", timeJson(v.manual_since_ms)}};
-  }
-  nlohmann::json last_error = nullptr;
-  if (s.last_error) {
-    last_error = {{"kind", s.last_error->kind},
-                  {"message", s.last_error->message},
-                  {"hint", s.last_error->hint},
-                  {"time", timeJson(s.last_error->at_ms)}};
-  }
-  nlohmann::json ledger{
-      {"recipients",
-       {{"used", v.usage.used},
-        {"limit", optionalNumber(v.usage.limit)},
-        {"remaining", optionalNumber(v.usage.remaining)},
-        {"frees_at", v.usage.frees_at_ms ? timeJson(*v.usage.frees_at_ms) : nullptr},
-        {"window_seconds", tenant != nullptr ? tenant->limits.window.count() : 0}}},
-      {"exhausted_until",
-       v.usage.exhausted_until_ms ? timeJson(*v.usage.exhausted_until_ms) : nullptr},
-  };
-  if (tenant != nullptr) {
-    ledger["reserve_percent"] = tenant->priority_reserve_percent;
-    ledger["messages_per_minute"] = tenant->limits.messages_per_minute;
-    ledger["recipients_per_message"] = tenant->limits.recipients_per_message;
-  }
-  nlohmann::json out{
-      {"address", mb != nullptr ? mb->address : v.address},
-      {"tenant", v.tenant},
-      {"configured", s.configured},
-      {"route",
-       {{"state", relay::toString(v.state)},
-        {"until", timeJson(v.until_ms)},
-        {"reason", v.reason.empty() ? nlohmann::json(nullptr) : nlohmann::json(v.reason)},
-        {"hint", v.hint.empty() ? nlohmann::json(nullptr) : nlohmann::json(v.hint)},
-        {"failed_over", v.failed_over},
-        {"manual", std::move(manual)}}},
-      {"ledger", std::move(ledger)},
-      {"smtp",
-       {{"connections", s.connections_open},
-        {"busy", s.connections_busy},
-        {"max_connections", v.max_connections},
-        {"waiting", s.waiting},
-        {"in_flight", s.in_flight}}},
-      {"last_error", std::move(last_error)},
-  };
+  const relay::policy::MailboxRef* ref = dir.senders->find(v.address);
+  const config::Tenant* tenant = ref != nullptr ? ref->tenant : nullptr;
+  const config::Mailbox* mb = ref != nullptr && !ref->via_alias ? ref->mailbox : nullptr;
+  w.beginObject();
+  w.key("address").value(mb != nullptr ? std::string_view(mb->address)
+                                       : std::string_view(v.address));
+  w.key("tenant").value(v.tenant);
+  w.key("configured").value(s.configured);
   if (mb != nullptr) {
-    out["aliases"] = mb->aliases;
-    out["access"] = config::toString(mb->access);
-    out["auth"] =
-        mb->auth ? nlohmann::json(config::toString(mb->auth->method)) : nlohmann::json(nullptr);
-    out["sync"] = config::toString(mb->sync);
+    w.key("aliases").beginArray();
+    for (const auto& a : mb->aliases) {
+      w.value(a);
+    }
+    w.endArray();
+    w.key("access").value(config::toString(mb->access));
+    w.key("auth");
+    if (mb->auth) {
+      w.value(config::toString(mb->auth->method));
+    } else {
+      w.null();
+    }
+    w.key("sync").value(config::toString(mb->sync));
   }
-  return out;
+  w.key("route").beginObject();
+  w.key("state").value(relay::toString(v.state));
+  time(w, "until", v.until_ms);
+  optionalText(w, "reason", v.reason);
+  optionalText(w, "hint", v.hint);
+  w.key("failed_over").value(v.failed_over);
+  w.key("manual");
+  if (v.manual_failover) {
+    w.beginObject();
+    w.key("actor").value(v.manual_actor);
+    time(w, "since", v.manual_since_ms);
+    w.endObject();
+  } else {
+    w.null();
+  }
+  w.endObject();
+  w.key("ledger").beginObject();
+  w.key("recipients").beginObject();
+  w.key("used").value(v.usage.used);
+  optionalNumber(w, "limit", v.usage.limit);
+  optionalNumber(w, "remaining", v.usage.remaining);
+  time(w, "frees_at", v.usage.frees_at_ms.value_or(0));
+  w.key("window_seconds").value(tenant != nullptr ? tenant->limits.window.count() : 0);
+  w.endObject();
+  time(w, "exhausted_until", v.usage.exhausted_until_ms.value_or(0));
+  if (tenant != nullptr) {
+    w.key("reserve_percent").value(tenant->priority_reserve_percent);
+    w.key("messages_per_minute").value(tenant->limits.messages_per_minute);
+    w.key("recipients_per_message").value(tenant->limits.recipients_per_message);
+  }
+  w.endObject();
+  w.key("smtp").beginObject();
+  w.key("connections").value(s.connections_open);
+  w.key("busy").value(s.connections_busy);
+  w.key("max_connections").value(v.max_connections);
+  w.key("waiting").value(s.waiting);
+  w.key("in_flight").value(s.in_flight);
+  w.endObject();
+  w.key("last_error");
+  if (s.last_error) {
+    w.beginObject();
+    w.key("kind").value(s.last_error->kind);
+    w.key("message").value(s.last_error->message);
+    w.key("hint").value(s.last_error->hint);
+    time(w, "time", s.last_error->at_ms);
+    w.endObject();
+  } else {
+    w.null();
+  }
+  w.endObject();
+}
+
+namespace {
+
+// Whether two statuses render the same JSON (every field writeMailbox reads).
+bool sameRendering(const relay::MailboxStatus& a, const relay::MailboxStatus& b) {
+  const auto& x = a.route;
+  const auto& y = b.route;
+  const auto sameError = [](const std::optional<relay::MailboxError>& e,
+                            const std::optional<relay::MailboxError>& f) {
+    return e.has_value() == f.has_value() &&
+           (!e || (e->kind == f->kind && e->message == f->message && e->hint == f->hint &&
+                   e->at_ms == f->at_ms));
+  };
+  return x.address == y.address && x.tenant == y.tenant && x.state == y.state &&
+         x.until_ms == y.until_ms && x.reason == y.reason && x.hint == y.hint &&
+         x.failed_over == y.failed_over && x.manual_failover == y.manual_failover &&
+         x.manual_actor == y.manual_actor && x.manual_since_ms == y.manual_since_ms &&
+         x.usage.used == y.usage.used && x.usage.limit == y.usage.limit &&
+         x.usage.remaining == y.usage.remaining && x.usage.frees_at_ms == y.usage.frees_at_ms &&
+         x.usage.exhausted_until_ms == y.usage.exhausted_until_ms &&
+         x.max_connections == y.max_connections && a.configured == b.configured &&
+         a.connections_open == b.connections_open && a.connections_busy == b.connections_busy &&
+         a.waiting == b.waiting && a.in_flight == b.in_flight &&
+         sameError(a.last_error, b.last_error);
+}
+
+} // namespace
+
+void ControlApi::State::replyMailbox(const CallPtr& call, const relay::MailboxStatus& s) {
+  // A CRM polls the same mailboxes over and over, and between two polls their status rarely
+  // changes: the last rendering of each is kept and reused while the status (and the
+  // configuration it was rendered under) is the same.
+  if (mailbox_cache_dir != call->directory.get() || mailbox_cache.size() >= kMailboxCacheMax) {
+    mailbox_cache.clear();
+    mailbox_cache_dir = call->directory.get();
+  }
+  auto it = mailbox_cache.find(s.route.address);
+  if (it == mailbox_cache.end() || !sameRendering(it->second.status, s)) {
+    store::JsonWriter w(1024);
+    writeMailbox(w, *call->directory, s);
+    it = mailbox_cache.insert_or_assign(s.route.address, RenderedMailbox{s, w.take()}).first;
+  }
+  replyJsonText(call, 200, it->second.json);
 }
 
 bool ControlApi::State::mailboxVisible(const CallPtr& call, const std::string& address,
@@ -120,8 +193,11 @@ void ControlApi::State::getMailboxes(const CallPtr& call) {
     tenant = *t;
   }
   const std::string after =
-      call->q("after") != nullptr ? config::lowerAscii(*call->q("after")) : "";
-  nlohmann::json list = nlohmann::json::array();
+      call->q("after") != nullptr ? config::lowerAscii(*call->q("after")) : std::string();
+  store::JsonWriter w;
+  w.beginObject();
+  w.key("mailboxes").beginArray();
+  std::size_t count = 0;
   std::string last;
   bool more = false;
   deps.delivery->forEachMailbox(
@@ -129,27 +205,34 @@ void ControlApi::State::getMailboxes(const CallPtr& call) {
         if (more || !canSee(*call, s.route.tenant)) {
           return;
         }
-        const std::string key = config::lowerAscii(s.route.address);
+        std::string key = config::lowerAscii(s.route.address);
         if (!after.empty() && key <= after) {
           return;
         }
-        if (list.size() == static_cast<std::size_t>(*limit)) {
+        if (count == static_cast<std::size_t>(*limit)) {
           more = true;
           return;
         }
-        list.push_back(mailboxJson(*call, s));
-        last = key;
+        writeMailbox(w, *call->directory, s);
+        ++count;
+        last = std::move(key);
       },
       tenant);
-  replyJson(call, 200,
-            {{"mailboxes", std::move(list)},
-             {"next", more ? nlohmann::json(last) : nlohmann::json(nullptr)}});
+  w.endArray();
+  w.key("next");
+  if (more) {
+    w.value(last);
+  } else {
+    w.null();
+  }
+  w.endObject();
+  replyJsonText(call, 200, w.take());
 }
 
 void ControlApi::State::getMailbox(const CallPtr& call) {
   relay::MailboxStatus s;
   if (mailboxVisible(call, call->param("address"), &s)) {
-    replyJson(call, 200, mailboxJson(*call, s));
+    replyMailbox(call, s);
   }
 }
 
@@ -182,7 +265,7 @@ void ControlApi::State::postFailover(const CallPtr& call) {
   }
   log->info("{} failed over mailbox {}{}", call->actor(), s.route.address,
             reason.empty() ? std::string() : ": " + reason);
-  replyJson(call, 200, mailboxJson(*call, *r));
+  replyMailbox(call, *r);
 }
 
 void ControlApi::State::postFailback(const CallPtr& call) {
@@ -196,7 +279,7 @@ void ControlApi::State::postFailback(const CallPtr& call) {
     return;
   }
   log->info("{} failed back mailbox {}", call->actor(), s.route.address);
-  replyJson(call, 200, mailboxJson(*call, *r));
+  replyMailbox(call, *r);
 }
 
 } // namespace mailgate::api

@@ -9,6 +9,7 @@
 #include "gateway/api/event_feed.h"
 #include "gateway/api/prometheus.h"
 #include "gateway/message/submission.h"
+#include "gateway/store/json_writer.h"
 #include "gateway/store/message_queries.h"
 #include "relay/delivery_engine.h"
 #include "relay/policy/sender_directory.h"
@@ -19,21 +20,31 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 
 namespace mailgate::api {
+
+// A configuration and the address index built from it (mailboxes and aliases to tenants), shared
+// by every request that started under it.
+struct Directory {
+  std::shared_ptr<const config::Config> config;
+  std::unique_ptr<relay::policy::SenderDirectory> senders;
+};
 
 // One request on its way through the API: the configuration it started under (a reload meanwhile
 // does not change the rules half-way), the token it authenticated with, its parameters.
 struct Call {
   HttpExchangePtr ex;
   std::shared_ptr<const config::Config> config;
-  const config::ApiToken* token = nullptr; // null on public routes; points into `config`
+  std::shared_ptr<const Directory> directory; // built from `config`
+  const config::ApiToken* token = nullptr;    // null on public routes; points into `config`
   PathParams params;
   std::vector<std::pair<std::string, std::string>> query;
   int64_t now_ms = 0; // wall clock when the request arrived
 
   [[nodiscard]] const HttpRequest& req() const { return ex->request(); }
-  [[nodiscard]] std::string param(std::string_view name) const;
+  // The path parameter `name` ("" when absent).
+  [[nodiscard]] const std::string& param(std::string_view name) const;
   // First query value named `name`, or nullptr.
   [[nodiscard]] const std::string* q(std::string_view name) const;
   // The token's name for events and logs ("API token <name>").
@@ -96,18 +107,27 @@ struct ControlApi::State : std::enable_shared_from_this<ControlApi::State> {
   // 404 (and false) unless `address` is a mailbox the call may see; fills `status`.
   bool mailboxVisible(const CallPtr& call, const std::string& address,
                       relay::MailboxStatus* status);
-  [[nodiscard]] nlohmann::json mailboxJson(const Call& call, const relay::MailboxStatus& s) const;
+  void replyMailbox(const CallPtr& call, const relay::MailboxStatus& s);
+  // The last JSON of each mailbox asked for, while the directory it was rendered under is
+  // current (replyMailbox). At most kMailboxCacheMax entries (~1 KiB each); then it starts over.
+  struct RenderedMailbox {
+    relay::MailboxStatus status;
+    std::string json;
+  };
+  static constexpr std::size_t kMailboxCacheMax = 4096;
+  std::unordered_map<std::string, RenderedMailbox> mailbox_cache;
+  const Directory* mailbox_cache_dir = nullptr;
+  // An answer whose JSON text is already written.
+  void replyJsonText(const CallPtr& call, int status, std::string json, HttpHeaders extra = {});
 
   // POST /v1/messages (control_submit.cc).
   void postMessage(const CallPtr& call);
   void submitComposed(const CallPtr& call, std::optional<store::IdempotencyKey> key,
                       Result<message::SubmittedMessage> composed);
   // Who may send as whom, for the current configuration (rebuilt on reconfigure).
-  struct Directory {
-    std::shared_ptr<const config::Config> config;
-    std::unique_ptr<relay::policy::SenderDirectory> senders;
-  };
   std::shared_ptr<const Directory> directory;
+  static void writeMailbox(store::JsonWriter& w, const Directory& dir,
+                           const relay::MailboxStatus& s);
   void rebuildDirectory();
   // Large submissions being composed on the worker, by job id (their calls wait here, on the
   // loop thread).

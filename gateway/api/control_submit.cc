@@ -156,7 +156,7 @@ void ControlApi::State::submitComposed(const CallPtr& call,
   }
   message::SubmittedMessage& m = *composed;
   relay::NewMessage msg;
-  const auto dir = directory;
+  const auto& dir = call->directory;
   if (!dir->senders->empty()) {
     auto mailbox = dir->senders->resolve(m.from, call->token->tenants);
     if (!mailbox) {

@@ -160,7 +160,9 @@ const Http2Server::Stream* Http2Server::find(int32_t stream_id) const {
 
 int Http2Server::onBeginHeaders(nghttp2_session*, const nghttp2_frame* frame, void* user) {
   if (frame->hd.type == NGHTTP2_HEADERS && frame->headers.cat == NGHTTP2_HCAT_REQUEST) {
-    self(user)->streams_.emplace(frame->hd.stream_id, std::make_unique<Stream>());
+    auto stream = std::make_unique<Stream>();
+    stream->request.headers.reserve(8); // a typical request's fields, in one allocation
+    self(user)->streams_.emplace(frame->hd.stream_id, std::move(stream));
   }
   return 0;
 }
@@ -288,41 +290,44 @@ void Http2Server::rejectStream(int32_t stream_id, Stream& stream, int status) {
   }
 }
 
-void Http2Server::respond(int32_t stream_id, Stream& stream, const HttpResponse& response) {
+void Http2Server::respond(int32_t stream_id, Stream& stream, HttpResponse response) {
   stream.responded = true;
   const int status = response.status >= 200 && response.status <= 999 ? response.status : 500;
   const bool no_body = status == 204 || status == 304;
-  stream.response_body = stream.head || no_body ? std::string() : response.body;
-  stream.sent = 0;
-  stream.ended = true;
   std::optional<std::size_t> length;
   if (!no_body) {
-    length = stream.head ? response.body.size() : stream.response_body.size();
+    length = response.body.size();
   }
+  stream.response_body = stream.head || no_body ? std::string() : std::move(response.body);
+  stream.sent = 0;
+  stream.ended = true;
   submitHead(stream_id, stream, status, response.headers, length, !stream.response_body.empty());
 }
 
 void Http2Server::submitHead(int32_t stream_id, Stream& stream, int status,
                              const HttpHeaders& headers, std::optional<std::size_t> content_length,
                              bool body) {
-  // Names are stored first so that the nghttp2_nv pointers into them stay valid.
-  std::vector<std::pair<std::string, std::string>> fields;
-  fields.reserve(headers.size() + 2);
-  fields.emplace_back(":status", std::to_string(status));
+  // nghttp2_submit_response copies every name and value, so the pointers may refer to locals
+  // and to the caller's headers. Names that are not lower case already get a lower-case copy.
+  const std::string status_text = std::to_string(status);
+  const std::string length_text = content_length ? std::to_string(*content_length) : std::string();
+  std::vector<std::string> lowered;
+  std::vector<nghttp2_nv> nva;
+  nva.reserve(headers.size() + 2);
+  static const std::string kStatus = ":status";
+  static const std::string kLength = "content-length";
+  nva.push_back(makeNv(kStatus, status_text));
   for (const auto& [name, value] : headers) {
-    std::string n = lower(name);
+    const bool is_lower = std::none_of(name.begin(), name.end(),
+                                       [](unsigned char c) { return c >= 'A' && c <= 'Z'; });
+    const std::string& n = is_lower ? name : lowered.emplace_back(lower(name));
     if (droppedInH2(n) || !isSafeHeaderText(n) || !isSafeHeaderText(value)) {
       continue;
     }
-    fields.emplace_back(std::move(n), value);
+    nva.push_back(makeNv(n, value));
   }
   if (content_length) {
-    fields.emplace_back("content-length", std::to_string(*content_length));
-  }
-  std::vector<nghttp2_nv> nva;
-  nva.reserve(fields.size());
-  for (const auto& [n, v] : fields) {
-    nva.push_back(makeNv(n, v));
+    nva.push_back(makeNv(kLength, length_text));
   }
   nghttp2_data_provider provider{};
   provider.source.ptr = &stream;
@@ -348,7 +353,7 @@ void Http2Server::exchangeRespond(std::uint64_t token, HttpResponse response) {
   if (stream == nullptr || stream->responded || dead_) {
     return;
   }
-  respond(id, *stream, response);
+  respond(id, *stream, std::move(response));
   wake();
 }
 

@@ -69,7 +69,7 @@ private:
 
   Stream* find(int32_t stream_id);
   [[nodiscard]] const Stream* find(int32_t stream_id) const;
-  void respond(int32_t stream_id, Stream& stream, const HttpResponse& response);
+  void respond(int32_t stream_id, Stream& stream, HttpResponse response);
   // Submits the response head; `body`: a DATA source follows (from response_body).
   void submitHead(int32_t stream_id, Stream& stream, int status, const HttpHeaders& headers,
                   std::optional<std::size_t> content_length, bool body);

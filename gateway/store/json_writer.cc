@@ -4,6 +4,7 @@
 
 #include <ctime>
 #include <fmt/format.h>
+#include <iterator>
 
 namespace mailgate::store {
 
@@ -13,75 +14,8 @@ void appendJsonString(std::string& out, std::string_view s) {
   out.push_back('"');
 }
 
-void JsonWriter::separate() {
-  if (after_key_) {
-    after_key_ = false;
-    return;
-  }
-  if (!first_.empty()) {
-    if (!first_.back()) {
-      out_.push_back(',');
-    }
-    first_.back() = false;
-  }
-}
-
-JsonWriter& JsonWriter::beginObject() {
-  separate();
-  out_.push_back('{');
-  first_.push_back(true);
-  return *this;
-}
-
-JsonWriter& JsonWriter::endObject() {
-  out_.push_back('}');
-  first_.pop_back();
-  return *this;
-}
-
-JsonWriter& JsonWriter::beginArray() {
-  separate();
-  out_.push_back('[');
-  first_.push_back(true);
-  return *this;
-}
-
-JsonWriter& JsonWriter::endArray() {
-  out_.push_back(']');
-  first_.pop_back();
-  return *this;
-}
-
-JsonWriter& JsonWriter::key(std::string_view name) {
-  separate();
-  appendJsonString(out_, name);
-  out_.push_back(':');
-  after_key_ = true;
-  return *this;
-}
-
-JsonWriter& JsonWriter::value(std::string_view s) {
-  separate();
-  appendJsonString(out_, s);
-  return *this;
-}
-
-JsonWriter& JsonWriter::integer(int64_t n) {
-  separate();
-  out_ += fmt::format("{}", n);
-  return *this;
-}
-
-JsonWriter& JsonWriter::value(bool b) {
-  separate();
-  out_ += b ? "true" : "false";
-  return *this;
-}
-
-JsonWriter& JsonWriter::raw(std::string_view json) {
-  separate();
-  out_.append(json);
-  return *this;
+void JsonWriter::appendEscapedTail(std::string_view s) {
+  appendJsonEscaped(s, out_);
 }
 
 std::string formatRfc3339(int64_t ms) {

@@ -14,8 +14,12 @@ TEST(JsonWriterTest, WritesNestedObjectsAndArraysWithCommas) {
   w.key("c").beginArray().value(true).value(false).beginObject().endObject().endArray();
   w.key("d").value(int64_t{-5});
   w.key("e").raw("{\"k\":null}");
+  w.key("f").null();
+  w.key("g").beginArray().null().null().endArray();
   w.endObject();
-  EXPECT_EQ(w.str(), R"({"a":1,"b":"x","c":[true,false,{}],"d":-5,"e":{"k":null}})");
+  EXPECT_EQ(
+      w.str(),
+      R"({"a":1,"b":"x","c":[true,false,{}],"d":-5,"e":{"k":null},"f":null,"g":[null,null]})");
 }
 
 TEST(JsonWriterTest, EscapesQuotesBackslashesAndControlBytes) {
