@@ -219,6 +219,31 @@ TEST_F(ControlApiTest, RolesDecideWhatATokenMayDo) {
   EXPECT_TRUE(json(failback)["route"]["manual"].is_null());
 }
 
+TEST_F(ControlApiTest, AMailboxAnswerFollowsEveryChangeOfItsStatus) {
+  // The rendering of a mailbox is reused while its status is the same; every change shows.
+  const std::string path = "/v1/mailboxes/rep1@acme.example";
+  const auto before = json(request("GET", path, std::string(kAcmeReader)));
+  EXPECT_TRUE(before["route"]["manual"].is_null());
+  EXPECT_EQ(json(request("GET", path, std::string(kAcmeReader))), before);
+  ASSERT_EQ(request("POST", path + "/failover", std::string(kOps)).status, 200);
+  const auto during = json(request("GET", path, std::string(kAcmeReader)));
+  EXPECT_EQ(during["route"]["manual"]["actor"], "API token ops");
+  ASSERT_EQ(request("POST", path + "/failback", std::string(kOps)).status, 200);
+  const auto after = json(request("GET", path, std::string(kAcmeReader)));
+  EXPECT_TRUE(after["route"]["manual"].is_null());
+  // A reload renders again under the new configuration (aliases come from it).
+  std::string yaml(kConfig);
+  yaml.replace(yaml.find("DATA"), 4, dir_.path() + "/data");
+  yaml.replace(yaml.find("aliases: [sales@acme.example]"), 29,
+               "aliases: [sales@acme.example, team@acme.example]");
+  auto next = config::loadString(yaml);
+  ASSERT_TRUE(next.has_value()) << next.error().message;
+  auto shared = std::make_shared<const config::Config>(std::move(*next));
+  loop_.call([&] { api_->reconfigure(shared); });
+  const auto reloaded = json(request("GET", path, std::string(kAcmeReader)));
+  EXPECT_EQ(reloaded["aliases"].size(), 2u);
+}
+
 TEST_F(ControlApiTest, ATokenScopedToOneTenantSeesNothingOfAnother) {
   const auto tenants = json(request("GET", "/v1/tenants", std::string(kAcmeReader)));
   ASSERT_EQ(tenants["tenants"].size(), 1u);
