@@ -697,10 +697,16 @@ struct DeliveryEngine::State final : UpstreamConnection::Observer,
   // Makes the messages of `mailbox` that wait for the router (held, paced, over budget) due now:
   // its route came back or changed. Messages waiting for a retry keep their time.
   void wakeMailbox(const std::string& mailbox) {
+    wakeWaiting(
+        [&mailbox](const Tracked& t, const QueuedMessage&) { return t.mailbox == mailbox; });
+  }
+
+  // Makes due now every message that waits for the router and `pick` chooses.
+  template <typename Pick> void wakeWaiting(Pick pick) {
     std::vector<QueuedMessage> woken;
     for (auto it = future.begin(); it != future.end();) {
       Tracked* t = findTracked(it->second.id);
-      if (t != nullptr && t->routing_wait && t->mailbox == mailbox) {
+      if (t != nullptr && t->routing_wait && pick(*t, it->second)) {
         setWhere(*t, Where::kDue);
         woken.push_back(std::move(it->second));
         it = future.erase(it);
@@ -1690,26 +1696,10 @@ struct DeliveryEngine::State final : UpstreamConnection::Observer,
   // no mailbox and go to one of `relays`.
   void wakeAffected(const std::set<std::string, std::less<>>& mailboxes,
                     const std::set<std::string, std::less<>>& relays) {
-    std::vector<QueuedMessage> woken;
-    for (auto it = future.begin(); it != future.end();) {
-      Tracked* t = findTracked(it->second.id);
-      const std::string_view relay =
-          it->second.route.empty() ? std::string_view("default") : it->second.route;
-      const bool affected =
-          t != nullptr && t->routing_wait &&
-          (t->mailbox.empty() ? relays.contains(relay) : mailboxes.contains(t->mailbox));
-      if (affected) {
-        setWhere(*t, Where::kDue);
-        woken.push_back(std::move(it->second));
-        it = future.erase(it);
-      } else {
-        ++it;
-      }
-    }
-    for (auto& m : woken) {
-      becomeDue(std::move(m));
-    }
-    armTimer();
+    wakeWaiting([&](const Tracked& t, const QueuedMessage& m) {
+      const std::string_view relay = m.route.empty() ? std::string_view("default") : m.route;
+      return t.mailbox.empty() ? relays.contains(relay) : mailboxes.contains(t.mailbox);
+    });
   }
 
   Result<ReloadReport> reconfigure(std::shared_ptr<const config::Config> next_owner) {

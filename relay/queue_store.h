@@ -179,6 +179,33 @@ struct QueuedMessage {
   }
 };
 
+// What delivery needs to schedule a message that `msg` describes, once the store gave it `id`
+// (state queued, due at once, every recipient pending): how the submission paths (SMTP and the
+// control API) hand an accepted message to the DeliveryEngine without reading it back.
+[[nodiscard]] inline QueuedMessage queuedFrom(const NewMessage& msg, std::string id) {
+  QueuedMessage q;
+  q.id = std::move(id);
+  q.mail_from = msg.mail_from;
+  q.recipients.reserve(msg.recipients.size());
+  for (const auto& rcpt : msg.recipients) {
+    q.recipients.push_back(RecipientState{rcpt, RecipientStatus::kPending, {}});
+  }
+  q.state = MessageState::kQueued;
+  q.created_ms = msg.now_ms;
+  q.next_attempt_ms = msg.now_ms;
+  q.expires_at_ms = msg.expires_at_ms;
+  q.size = msg.body.size();
+  q.route = msg.route;
+  q.submitter = msg.submitter;
+  q.tenant = msg.tenant;
+  q.mailbox = msg.mailbox;
+  q.priority = msg.priority;
+  q.message_id = msg.message_id;
+  q.smtputf8 = msg.smtputf8;
+  q.body_8bit = msg.body_8bit;
+  return q;
+}
+
 struct RecipientOutcome {
   std::string address;
   DeliveryResult result = DeliveryResult::kTempFail;

@@ -409,25 +409,8 @@ void SubmissionSession::handle(smtp::ServerSession::Message& request) {
   msg.now_ms = now;
   msg.expires_at_ms = now + ctx_->config->queue.lifetime.count();
 
-  // What the delivery side needs to schedule it, filled in once the id is known.
-  QueuedMessage queued;
-  queued.mail_from = msg.mail_from;
-  for (const auto& rcpt : msg.recipients) {
-    queued.recipients.push_back(RecipientState{rcpt, RecipientStatus::kPending, {}});
-  }
-  queued.state = MessageState::kQueued;
-  queued.created_ms = now;
-  queued.next_attempt_ms = now;
-  queued.expires_at_ms = msg.expires_at_ms;
-  queued.size = msg.body.size();
-  queued.route = msg.route;
-  queued.submitter = msg.submitter;
-  queued.tenant = msg.tenant;
-  queued.mailbox = msg.mailbox;
-  queued.priority = msg.priority;
-  queued.message_id = msg.message_id;
-  queued.smtputf8 = msg.smtputf8;
-  queued.body_8bit = msg.body_8bit;
+  // What the delivery side needs to schedule it; the id is filled in once the store gave one.
+  QueuedMessage queued = queuedFrom(msg, {});
 
   const size_t recipients = msg.recipients.size();
   std::weak_ptr<SubmissionSession> weak = weak_from_this();

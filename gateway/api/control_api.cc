@@ -141,13 +141,8 @@ void ControlApi::State::reply(const CallPtr& call, HttpResponse response) {
 
 void ControlApi::State::replyJson(const CallPtr& call, int status, const nlohmann::json& body,
                                   HttpHeaders extra) {
-  HttpResponse r;
-  r.status = status;
-  r.headers = std::move(extra);
-  r.headers.emplace_back("content-type", "application/json");
-  r.headers.emplace_back("cache-control", "no-store");
-  r.body = body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-  reply(call, std::move(r));
+  replyJsonText(call, status, body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace),
+                std::move(extra));
 }
 
 void ControlApi::State::replyJsonText(const CallPtr& call, int status, std::string json,
@@ -271,11 +266,7 @@ void ControlApi::State::getStatus(const CallPtr& call) {
                           }
                           // Within the token's scope: a token of one tenant counts that tenant's
                           // mail only.
-                          body["queue"] = {{"queued", c->queued},
-                                           {"sending", c->sending},
-                                           {"deferred", c->deferred},
-                                           {"sent", c->sent},
-                                           {"failed", c->failed}};
+                          body["queue"] = countsJson(*c);
                           self->replyJson(call, 200, body);
                         });
 }

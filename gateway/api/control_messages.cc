@@ -25,14 +25,6 @@ std::optional<relay::MessageState> parseState(std::string_view s) {
   return std::nullopt;
 }
 
-nlohmann::json countsJson(const relay::QueueCounts& c) {
-  return {{"queued", c.queued},
-          {"sending", c.sending},
-          {"deferred", c.deferred},
-          {"sent", c.sent},
-          {"failed", c.failed}};
-}
-
 } // namespace
 
 void ControlApi::State::replyNoMessage(const CallPtr& call, const std::string& id) {
@@ -40,10 +32,11 @@ void ControlApi::State::replyNoMessage(const CallPtr& call, const std::string& i
              "ids are returned by POST /v1/messages and listed by GET /v1/queue");
 }
 
-void ControlApi::State::getMessage(const CallPtr& call) {
+void ControlApi::State::withMessage(const CallPtr& call,
+                                    std::function<void(State&, relay::QueuedMessage)> then) {
   std::weak_ptr<State> weak = weak_from_this();
   const std::string id = call->param("id");
-  deps.store->get(id, [weak, call, id](Result<relay::QueuedMessage> m) {
+  deps.store->get(id, [weak, call, id, then = std::move(then)](Result<relay::QueuedMessage> m) {
     auto self = weak.lock();
     if (!self) {
       return;
@@ -57,8 +50,16 @@ void ControlApi::State::getMessage(const CallPtr& call) {
       self->replyNoMessage(call, id);
       return;
     }
-    nlohmann::json body = messageJson(*m);
-    self->deps.store->listMessageEvents(
+    then(*self, std::move(*m));
+  });
+}
+
+void ControlApi::State::getMessage(const CallPtr& call) {
+  withMessage(call, [call](State& self, relay::QueuedMessage m) {
+    std::weak_ptr<State> weak = self.weak_from_this();
+    const std::string id = m.id;
+    nlohmann::json body = messageJson(m);
+    self.deps.store->listMessageEvents(
         id, kMessageEvents,
         [weak, call, body = std::move(body)](Result<std::vector<store::StoredEvent>> evs) mutable {
           auto self = weak.lock();
@@ -162,21 +163,8 @@ void ControlApi::State::getQueue(const CallPtr& call) {
 
 // Retry and cancel: the message must exist and be visible before the engine acts on it.
 void ControlApi::State::actOnMessage(const CallPtr& call, bool cancel) {
-  std::weak_ptr<State> weak = weak_from_this();
-  const std::string id = call->param("id");
-  deps.store->get(id, [weak, call, id, cancel](Result<relay::QueuedMessage> m) {
-    auto self = weak.lock();
-    if (!self) {
-      return;
-    }
-    if (!m || !self->canSee(*call, m->tenant)) {
-      if (!m && m.error().code != "store.not_found") {
-        self->replyFailure(call, m.error());
-        return;
-      }
-      self->replyNoMessage(call, id);
-      return;
-    }
+  withMessage(call, [call, cancel](State& self, relay::QueuedMessage m) {
+    std::weak_ptr<State> weak = self.weak_from_this();
     auto done = [weak, call, cancel](Result<relay::QueuedMessage> r) {
       auto self = weak.lock();
       if (!self) {
@@ -190,9 +178,9 @@ void ControlApi::State::actOnMessage(const CallPtr& call, bool cancel) {
       self->replyJson(call, 200, messageJson(*r));
     };
     if (cancel) {
-      self->deps.delivery->cancel(id, call->actor(), std::move(done));
+      self.deps.delivery->cancel(m.id, call->actor(), std::move(done));
     } else {
-      self->deps.delivery->retryNow(id, call->actor(), std::move(done));
+      self.deps.delivery->retryNow(m.id, call->actor(), std::move(done));
     }
   });
 }

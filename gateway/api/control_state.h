@@ -99,6 +99,9 @@ struct ControlApi::State : std::enable_shared_from_this<ControlApi::State> {
   void postRetry(const CallPtr& call);
   void deleteMessage(const CallPtr& call);
   void actOnMessage(const CallPtr& call, bool cancel);
+  // Reads the call's {id} message and runs `then` with it, or answers 404 when it does not exist
+  // or is of a tenant the token may not see (the same answer), or the store error.
+  void withMessage(const CallPtr& call, std::function<void(State&, relay::QueuedMessage)> then);
   void replyNoMessage(const CallPtr& call, const std::string& id);
   void getMailboxes(const CallPtr& call); // control_mailboxes.cc
   void getMailbox(const CallPtr& call);
@@ -144,6 +147,7 @@ struct ControlApi::State : std::enable_shared_from_this<ControlApi::State> {
 nlohmann::json messageJson(const relay::QueuedMessage& m);
 nlohmann::json eventJson(const store::StoredEvent& e);
 nlohmann::json tenantJson(const config::Tenant& t);
+nlohmann::json countsJson(const relay::QueueCounts& c);
 // RFC 3339 UTC with milliseconds, or null for 0.
 nlohmann::json timeJson(int64_t ms);
 

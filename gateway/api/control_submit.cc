@@ -185,25 +185,8 @@ void ControlApi::State::submitComposed(const CallPtr& call,
   msg.now_ms = call->now_ms;
   msg.expires_at_ms = call->now_ms + call->config->queue.lifetime.count();
 
-  // What delivery needs, filled in once the id is known (as the SMTP path does).
-  relay::QueuedMessage queued;
-  queued.mail_from = msg.mail_from;
-  for (const auto& rcpt : msg.recipients) {
-    queued.recipients.push_back(relay::RecipientState{rcpt, relay::RecipientStatus::kPending, {}});
-  }
-  queued.state = relay::MessageState::kQueued;
-  queued.created_ms = msg.now_ms;
-  queued.next_attempt_ms = msg.now_ms;
-  queued.expires_at_ms = msg.expires_at_ms;
-  queued.size = msg.body.size();
-  queued.route = msg.route;
-  queued.submitter = msg.submitter;
-  queued.tenant = msg.tenant;
-  queued.mailbox = msg.mailbox;
-  queued.priority = msg.priority;
-  queued.message_id = msg.message_id;
-  queued.smtputf8 = msg.smtputf8;
-  queued.body_8bit = msg.body_8bit;
+  // What delivery needs; the id is filled in once the store gave one (as the SMTP path does).
+  relay::QueuedMessage queued = relay::queuedFrom(msg, {});
 
   std::weak_ptr<State> weak = weak_from_this();
   auto finish = [weak, call](Result<store::EnqueueOutcome> r, relay::QueuedMessage queued) mutable {

@@ -57,6 +57,14 @@ nlohmann::json eventJson(const store::StoredEvent& e) {
           {"tenant", e.tenant}, {"mailbox", e.mailbox}, {"data", std::move(data)}};
 }
 
+nlohmann::json countsJson(const relay::QueueCounts& c) {
+  return {{"queued", c.queued},
+          {"sending", c.sending},
+          {"deferred", c.deferred},
+          {"sent", c.sent},
+          {"failed", c.failed}};
+}
+
 nlohmann::json tenantJson(const config::Tenant& t) {
   const auto& l = t.limits;
   return {

@@ -311,16 +311,24 @@ void Http2Server::submitHead(int32_t stream_id, Stream& stream, int status,
   // and to the caller's headers. Names that are not lower case already get a lower-case copy.
   const std::string status_text = std::to_string(status);
   const std::string length_text = content_length ? std::to_string(*content_length) : std::string();
+  const auto isLower = [](const std::string& name) {
+    return std::none_of(name.begin(), name.end(),
+                        [](unsigned char c) { return c >= 'A' && c <= 'Z'; });
+  };
+  // Reserved up front: nva points into these strings, so the vector must never reallocate.
   std::vector<std::string> lowered;
+  const auto upper = static_cast<std::size_t>(std::count_if(
+      headers.begin(), headers.end(), [&](const auto& h) { return !isLower(h.first); }));
+  if (upper > 0) {
+    lowered.reserve(upper);
+  }
   std::vector<nghttp2_nv> nva;
   nva.reserve(headers.size() + 2);
   static const std::string kStatus = ":status";
   static const std::string kLength = "content-length";
   nva.push_back(makeNv(kStatus, status_text));
   for (const auto& [name, value] : headers) {
-    const bool is_lower = std::none_of(name.begin(), name.end(),
-                                       [](unsigned char c) { return c >= 'A' && c <= 'Z'; });
-    const std::string& n = is_lower ? name : lowered.emplace_back(lower(name));
+    const std::string& n = isLower(name) ? name : lowered.emplace_back(lower(name));
     if (droppedInH2(n) || !isSafeHeaderText(n) || !isSafeHeaderText(value)) {
       continue;
     }
