@@ -253,22 +253,18 @@ void ControlApi::State::getStatus(const CallPtr& call) {
       {"mailboxes", mailboxes},
       {"connections", {{"smtp", f.smtp_sessions}, {"api", f.api.open}}},
   };
-  std::weak_ptr<State> weak = weak_from_this();
-  deps.store->countsFor(call->token->tenants,
-                        [weak, call, body = std::move(body)](Result<relay::QueueCounts> c) mutable {
-                          auto self = weak.lock();
-                          if (!self) {
-                            return;
-                          }
-                          if (!c) {
-                            self->replyFailure(call, c.error());
-                            return;
-                          }
-                          // Within the token's scope: a token of one tenant counts that tenant's
-                          // mail only.
-                          body["queue"] = countsJson(*c);
-                          self->replyJson(call, 200, body);
-                        });
+  // Within the token's scope: a token of one tenant counts that tenant's mail only.
+  replyWithCounts(call, std::move(body), "queue");
+}
+
+void ControlApi::State::replyWithCounts(const CallPtr& call, nlohmann::json body, std::string key) {
+  deps.store->countsFor(
+      call->token->tenants,
+      then<relay::QueueCounts>(call, [call, body = std::move(body), key = std::move(key)](
+                                         State& self, relay::QueueCounts c) mutable {
+        body[key] = countsJson(c);
+        self.replyJson(call, 200, body);
+      }));
 }
 
 void ControlApi::State::getTenants(const CallPtr& call) {

@@ -56,27 +56,19 @@ void ControlApi::State::withMessage(const CallPtr& call,
 
 void ControlApi::State::getMessage(const CallPtr& call) {
   withMessage(call, [call](State& self, relay::QueuedMessage m) {
-    std::weak_ptr<State> weak = self.weak_from_this();
-    const std::string id = m.id;
     nlohmann::json body = messageJson(m);
     self.deps.store->listMessageEvents(
-        id, kMessageEvents,
-        [weak, call, body = std::move(body)](Result<std::vector<store::StoredEvent>> evs) mutable {
-          auto self = weak.lock();
-          if (!self) {
-            return;
-          }
-          if (!evs) {
-            self->replyFailure(call, evs.error());
-            return;
-          }
-          nlohmann::json list = nlohmann::json::array();
-          for (const auto& e : *evs) {
-            list.push_back(eventJson(e));
-          }
-          body["events"] = std::move(list);
-          self->replyJson(call, 200, body);
-        });
+        m.id, kMessageEvents,
+        self.then<std::vector<store::StoredEvent>>(
+            call, [call, body = std::move(body)](State& self,
+                                                 std::vector<store::StoredEvent> evs) mutable {
+              nlohmann::json list = nlohmann::json::array();
+              for (const auto& e : evs) {
+                list.push_back(eventJson(e));
+              }
+              body["events"] = std::move(list);
+              self.replyJson(call, 200, body);
+            }));
   });
 }
 
@@ -145,38 +137,18 @@ void ControlApi::State::getQueue(const CallPtr& call) {
     nlohmann::json body{
         {"messages", std::move(list)},
         {"next", page->next.empty() ? nlohmann::json(nullptr) : nlohmann::json(page->next)}};
-    self->deps.store->countsFor(std::move(scope), [weak, call, body = std::move(body)](
-                                                      Result<relay::QueueCounts> c) mutable {
-      auto self = weak.lock();
-      if (!self) {
-        return;
-      }
-      if (!c) {
-        self->replyFailure(call, c.error());
-        return;
-      }
-      body["counts"] = countsJson(*c);
-      self->replyJson(call, 200, body);
-    });
+    self->replyWithCounts(call, std::move(body), "counts");
   });
 }
 
 // Retry and cancel: the message must exist and be visible before the engine acts on it.
 void ControlApi::State::actOnMessage(const CallPtr& call, bool cancel) {
   withMessage(call, [call, cancel](State& self, relay::QueuedMessage m) {
-    std::weak_ptr<State> weak = self.weak_from_this();
-    auto done = [weak, call, cancel](Result<relay::QueuedMessage> r) {
-      auto self = weak.lock();
-      if (!self) {
-        return;
-      }
-      if (!r) {
-        self->replyFailure(call, r.error());
-        return;
-      }
-      self->log->info("{} {} message {}", call->actor(), cancel ? "cancelled" : "retried", r->id);
-      self->replyJson(call, 200, messageJson(*r));
-    };
+    auto done =
+        self.then<relay::QueuedMessage>(call, [call, cancel](State& self, relay::QueuedMessage r) {
+          self.log->info("{} {} message {}", call->actor(), cancel ? "cancelled" : "retried", r.id);
+          self.replyJson(call, 200, messageJson(r));
+        });
     if (cancel) {
       self.deps.delivery->cancel(m.id, call->actor(), std::move(done));
     } else {

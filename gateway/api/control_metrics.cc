@@ -15,23 +15,15 @@ void ControlApi::State::getMetrics(const CallPtr& call) {
                "scrape with a token whose tenants are [\"*\"] (a reader is enough)");
     return;
   }
-  std::weak_ptr<State> weak = weak_from_this();
-  deps.store->counts([weak, call](Result<relay::QueueCounts> counts) {
-    auto self = weak.lock();
-    if (!self) {
-      return;
-    }
-    if (!counts) {
-      self->replyFailure(call, counts.error());
-      return;
-    }
+  deps.store->counts(then<relay::QueueCounts>(call, [call](State& st, relay::QueueCounts counts) {
+    State* self = &st;
     PrometheusWriter w;
     w.family("mailgate_queue_messages", "gauge", "Messages in the durable queue, by state.");
-    const std::pair<std::string_view, uint64_t> states[] = {{"queued", counts->queued},
-                                                            {"sending", counts->sending},
-                                                            {"deferred", counts->deferred},
-                                                            {"sent", counts->sent},
-                                                            {"failed", counts->failed}};
+    const std::pair<std::string_view, uint64_t> states[] = {{"queued", counts.queued},
+                                                            {"sending", counts.sending},
+                                                            {"deferred", counts.deferred},
+                                                            {"sent", counts.sent},
+                                                            {"failed", counts.failed}};
     for (const auto& [state, n] : states) {
       w.sample("mailgate_queue_messages", {{"state", state}}, static_cast<double>(n));
     }
@@ -64,7 +56,7 @@ void ControlApi::State::getMetrics(const CallPtr& call) {
     r.headers.emplace_back("content-type", std::string(PrometheusWriter::kContentType));
     r.body = w.take();
     call->ex->respond(std::move(r)); // counted above
-  });
+  }));
 }
 
 void ControlApi::State::writeDeliveryMetrics(PrometheusWriter& w) const {

@@ -78,6 +78,24 @@ struct ControlApi::State : std::enable_shared_from_this<ControlApi::State> {
   void replyFailure(const CallPtr& call, const Error& error);
   void countStatus(int status) { ++by_status[status]; }
 
+  // A store or engine completion for `call`: does nothing once the API is gone, answers a failed
+  // result's error (replyFailure), and otherwise calls fn(*this, value).
+  template <typename T, typename Fn> auto then(const CallPtr& call, Fn fn) {
+    return [weak = weak_from_this(), call, fn = std::move(fn)](Result<T> r) mutable {
+      auto self = weak.lock();
+      if (!self) {
+        return;
+      }
+      if (!r) {
+        self->replyFailure(call, r.error());
+        return;
+      }
+      fn(*self, std::move(*r));
+    };
+  }
+  // Adds the queue counts of the call's tenants to `body` under `key` and answers 200.
+  void replyWithCounts(const CallPtr& call, nlohmann::json body, std::string key);
+
   // Whether the call's token may see `tenant` (a message without a tenant: only "*" tokens).
   [[nodiscard]] bool canSee(const Call& call, std::string_view tenant) const;
   // Query helpers: an integer in [min, max] or the default; nullopt (and a 400 sent) when bad.
