@@ -144,7 +144,8 @@ std::optional<std::string> addrSpecProblem(std::string_view addr) {
 }
 
 std::expected<ParsedList, std::string> parseAddressList(std::string_view value) {
-  return relay::policy::parseAddressList(value, {.max_colons = kMaxGroupsPerField});
+  return relay::policy::parseAddressList(
+      value, {.bytes = relay::policy::HeaderBytes::kUtf8, .max_colons = kMaxGroupsPerField});
 }
 
 std::optional<Mailbox> makeMailbox(std::string_view name, std::string_view addr) {

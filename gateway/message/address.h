@@ -26,7 +26,8 @@ namespace mailgate::message::detail {
 using Mailbox = relay::policy::ParsedMailbox;
 using ParsedList = relay::policy::ParsedAddressList;
 
-// relay::policy::parseAddressList with the control API's bound: at most kMaxGroupsPerField ':'.
+// relay::policy::parseAddressList as the control API reads: UTF-8 allowed (the API sets smtputf8
+// and body_8bit from what the message holds), at most kMaxGroupsPerField ':'.
 [[nodiscard]] std::expected<ParsedList, std::string> parseAddressList(std::string_view value);
 
 // A mailbox made from a name and an addr-spec the caller has checked, `envelope` filled in; or
