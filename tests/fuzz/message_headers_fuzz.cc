@@ -6,8 +6,8 @@
 //   the header block, keeps the body byte for byte, only drops whole lines, is idempotent, and
 //   changes no other fact scanHeaders reports;
 // - refusal texts are one line of printable ASCII;
-// - every From address scanHeaders reports holds no control character, and under kAscii is
-//   ASCII and stands in the header block as written (any ASCII case): never a partial reading.
+// - every From address scanHeaders reports holds no control character but tab, and under kAscii
+//   is ASCII and stands in the header block as written (any ASCII case): no partial reading.
 //
 // Input layout: byte 0 picks the field name to remove (bits 0-1) and HeaderBytes (bit 2: kUtf8),
 // the rest is the message.
@@ -146,13 +146,13 @@ void checkFacts(std::string_view message, const policy::HeaderFacts& facts,
   const Split lines = split(message.substr(0, policy::kMaxHeaderBytes + 2));
   std::string header;
   for (const auto line : lines.header_lines) {
-    header.append(line); // unfolded: an address may have been folded nowhere but between tokens
+    header.append(line); // unfolded (a quoted local part may hold a fold)
   }
   for (const auto& address : facts.from) {
     check(!address.empty());
     for (const char c : address) {
       const auto u = static_cast<unsigned char>(c);
-      check(u >= 0x20 && u != 0x7f);
+      check((u >= 0x20 || c == '\t') && u != 0x7f); // a tab may stand in a quoted local part
       check(bytes == policy::HeaderBytes::kUtf8 || u < 0x80);
     }
     if (bytes == policy::HeaderBytes::kAscii) {
