@@ -355,7 +355,11 @@ bool SubmissionSession::applyPolicy(smtp::ServerSession::Message& request, NewMe
   if (!mailbox) {
     return refuse(mailbox.error().code, mailbox.error().enhanced, mailbox.error().text);
   }
-  auto facts = policy::scanHeaders(request.data);
+  // 8-bit header bytes only when the client said the message has them (RFC 6152, RFC 6531).
+  const bool eight_bit =
+      request.params.smtputf8 || request.params.body == smtp::BodyType::k8BitMime;
+  auto facts = policy::scanHeaders(request.data, eight_bit ? policy::HeaderBytes::kUtf8
+                                                           : policy::HeaderBytes::kAscii);
   if (!facts) {
     return refuse(554, "5.6.0", facts.error().message);
   }

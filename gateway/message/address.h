@@ -1,7 +1,9 @@
-// Addresses: the addr-spec check both paths apply to every address, address-list parsing with
-// GMime (bounded, groups flattened without recursion on our side), and the de-duplicated
-// recipient list. Internal to gateway/message/.
+// Addresses: the addr-spec check both paths apply to every address, address-list parsing (the
+// shared reader of relay/policy/address_list.h), and the de-duplicated recipient list. Internal
+// to gateway/message/.
 #pragma once
+
+#include "relay/policy/address_list.h"
 
 #include <cstddef>
 #include <expected>
@@ -20,34 +22,12 @@ namespace mailgate::message::detail {
 // local part and in labels (EAI and IDN) when it is valid UTF-8.
 [[nodiscard]] std::optional<std::string> addrSpecProblem(std::string_view addr);
 
-// '@' and ':' outside quoted strings, comments and domain literals, counted without parsing:
-// every such '@' must end up in a mailbox GMime returns (its loose parser skips text such as
-// "a@b.example;c@d.example" that a reader may still show), and ':' bounds the groups GMime
-// parses recursively. Every ':' counts, quoted or not (GMime's recovery may still see a group).
-struct RawCounts {
-  std::size_t ats = 0;
-  std::size_t colons = 0;
-  bool unclosed = false; // a quoted string, comment or domain literal runs to the end
-};
-[[nodiscard]] RawCounts countRaw(std::string_view value);
+// Address lists are read by relay/policy's parser, the one the SMTP path reads From with.
+using Mailbox = relay::policy::ParsedMailbox;
+using ParsedList = relay::policy::ParsedAddressList;
 
-struct Mailbox {
-  std::string name;     // display name, decoded UTF-8; empty when there is none
-  std::string addr;     // addr-spec as written
-  std::string envelope; // addr-spec with an IDN domain in its ASCII form (GMime's idn_addr)
-};
-
-// Every mailbox of an address list (groups flattened), or why the text is not one (a phrase for
-// an error text). Refused: a control character other than tab (NUL included), bytes that are
-// not UTF-8, an unclosed quoted string, comment or domain literal (GMime 3.2 leaks memory on
-// "a@[x] (y"), more than kMaxGroupsPerField ':', an '@' that GMime did not turn into a mailbox,
-// and a mailbox whose addr-spec does not stand in the text as written, between delimiters (GMime
-// reads loosely and may return part of what was written). The addresses are not checked with
-// addrSpecProblem; the caller does, to name the address.
-struct ParsedList {
-  std::vector<Mailbox> mailboxes;
-  std::size_t groups = 0;
-};
+// relay::policy::parseAddressList as the control API reads: UTF-8 allowed (the API sets smtputf8
+// and body_8bit from what the message holds), at most kMaxGroupsPerField ':'.
 [[nodiscard]] std::expected<ParsedList, std::string> parseAddressList(std::string_view value);
 
 // A mailbox made from a name and an addr-spec the caller has checked, `envelope` filled in; or

@@ -242,7 +242,8 @@ Result<SubmittedMessage> prepareRaw(std::string_view raw, const ComposeContext& 
 
   // The facts the SMTP path reads, from the same text (the empty line added: scanHeaders must see
   // where the block ends).
-  auto facts = relay::policy::scanHeaders(fields + "\r\n");
+  // UTF-8 as in parseAddressList: the message goes out with SMTPUTF8 or 8BITMIME when it has it.
+  auto facts = relay::policy::scanHeaders(fields + "\r\n", relay::policy::HeaderBytes::kUtf8);
   if (!facts) {
     return invalid("From", facts.error().message, one_sender);
   }

@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <gmime/gmime.h>
-#include <memory>
 #include <mutex>
 #include <utility>
 
@@ -86,132 +85,33 @@ std::string_view trimWsp(std::string_view text) {
   return text;
 }
 
-// --- GMime -------------------------------------------------------------------------------------
-
-struct GObjectUnref {
-  void operator()(gpointer object) const { g_object_unref(object); }
-};
-using AddressListPtr = std::unique_ptr<InternetAddressList, GObjectUnref>;
+// --- From --------------------------------------------------------------------------------------
 
 Error badFrom(std::string message) {
   return Error("header.bad_from", std::move(message),
                "write From as an address list, e.g. \"Name <rep@example.com>\"");
 }
 
-// What a cheap pass over the raw field finds: '@' and ':' outside quoted strings, comments and
-// domain literals. Every such '@' must end up in an address GMime returns; ':' bounds the number
-// of groups, because GMime parses nested groups recursively and deep nesting overflows its stack.
-struct RawCounts {
-  std::size_t ats = 0;
-  std::size_t colons = 0;
-};
-
-RawCounts countRaw(std::string_view value) {
-  RawCounts counts;
-  bool quoted = false;
-  bool literal = false;
-  std::size_t comment_depth = 0;
-  for (std::size_t i = 0; i < value.size(); ++i) {
-    const char c = value[i];
-    if (c == ':') {
-      ++counts.colons; // anywhere: GMime's loose recovery may still treat it as a group
-    }
-    if (quoted || literal || comment_depth > 0) {
-      if (c == '\\') {
-        ++i;
-      } else if (quoted && c == '"') {
-        quoted = false;
-      } else if (literal && c == ']') {
-        literal = false;
-      } else if (comment_depth > 0 && c == '(') {
-        ++comment_depth;
-      } else if (comment_depth > 0 && c == ')') {
-        --comment_depth;
-      }
-      continue;
-    }
-    switch (c) {
-    case '"':
-      quoted = true;
-      break;
-    case '[':
-      literal = true;
-      break;
-    case '(':
-      comment_depth = 1;
-      break;
-    case '@':
-      ++counts.ats;
-      break;
-    default:
-      break;
-    }
-  }
-  return counts;
-}
-
-// Appends the addr-spec of every mailbox in one From field's unfolded value to `out`.
-Result<void> parseFrom(std::string_view value, std::vector<std::string>& out) {
+// Appends the envelope form of every mailbox in one From field's unfolded value to `out`.
+Result<void> parseFrom(std::string_view value, HeaderBytes bytes, std::vector<std::string>& out) {
   if (value.size() > kMaxFromBytes) {
     return std::unexpected(badFrom("the From field is too long"));
   }
-  if (value.find('\0') != std::string_view::npos) {
-    // GMime reads a C string: whatever follows a NUL would be checked by nobody.
-    return std::unexpected(badFrom("the From field holds a NUL byte"));
+  // The strict reader (address_list.h): a field GMime would read short, skip part of, or leak
+  // memory on is refused before GMime sees it, and what GMime returns must be what was written.
+  auto parsed = parseAddressList(
+      value, {.bytes = bytes, .max_colons = kMaxFromAddresses, .max_mailboxes = kMaxFromAddresses});
+  if (!parsed) {
+    return std::unexpected(badFrom("the From field " + parsed.error()));
   }
-  const RawCounts raw = countRaw(value);
-  if (raw.ats > kMaxFromAddresses || raw.colons > kMaxFromAddresses) {
-    return std::unexpected(badFrom("the From field holds too many addresses or groups"));
-  }
-  initGmime();
-  const std::string text(value);
-  // NULL options: GMime's defaults (loose address parsing). Strict mode would refuse common
-  // real-world forms; what loose parsing skips is caught by the '@' count below.
-  const AddressListPtr list(internet_address_list_parse(nullptr, text.c_str()));
-  if (!list) {
-    return std::unexpected(badFrom("the From field is not an address list"));
-  }
-  // Groups flattened without recursion; the lists are borrowed from `list`.
-  std::vector<std::pair<InternetAddressList*, int>> stack{{list.get(), 0}};
-  std::size_t mailboxes = 0;
-  std::size_t with_at = 0;
-  while (!stack.empty()) {
-    auto& [current, index] = stack.back();
-    if (index >= internet_address_list_length(current)) {
-      stack.pop_back();
-      continue;
-    }
-    InternetAddress* address = internet_address_list_get_address(current, index++);
-    if (INTERNET_ADDRESS_IS_GROUP(address)) {
-      InternetAddressList* members =
-          internet_address_group_get_members(INTERNET_ADDRESS_GROUP(address));
-      if (members != nullptr) {
-        stack.emplace_back(members, 0);
-      }
-      continue;
-    }
-    if (!INTERNET_ADDRESS_IS_MAILBOX(address)) {
-      continue;
-    }
-    if (++mailboxes > kMaxFromAddresses) {
-      return std::unexpected(badFrom("the From field holds too many addresses"));
-    }
-    // The IDN form: a domain written in Unicode comes back as its A-label ("xn--..."), which is
-    // how configured addresses are written, so both spellings of one domain match the same
-    // mailbox. For an ASCII domain it is the address exactly as get_addr gives it.
-    const char* spec = internet_address_mailbox_get_idn_addr(INTERNET_ADDRESS_MAILBOX(address));
-    if (spec == nullptr || *spec == '\0') {
-      return std::unexpected(badFrom("the From field holds an empty address"));
-    }
-    std::string addr(spec);
-    with_at += addr.find('@') != std::string::npos ? 1 : 0;
-    out.push_back(std::move(addr));
-  }
-  if (mailboxes == 0) {
+  if (parsed->mailboxes.empty()) {
     return std::unexpected(badFrom("the From field names no mailbox"));
   }
-  if (with_at != raw.ats) {
-    return std::unexpected(badFrom("the From field holds text that is not an address list"));
+  for (auto& mailbox : parsed->mailboxes) {
+    if (mailbox.envelope.empty()) {
+      return std::unexpected(badFrom("the From field holds an empty address"));
+    }
+    out.push_back(std::move(mailbox.envelope));
   }
   return {};
 }
@@ -224,7 +124,7 @@ void initGmime() {
   std::call_once(once, [] { g_mime_init(); });
 }
 
-Result<HeaderFacts> scanHeaders(std::string_view message) {
+Result<HeaderFacts> scanHeaders(std::string_view message, HeaderBytes bytes) {
   // Nothing past this window is read: the empty line must start at or before kMaxHeaderBytes, and
   // a line the window cuts short is followed by nothing that could start in time.
   const std::string_view window = message.substr(0, kMaxHeaderBytes + 2);
@@ -287,7 +187,7 @@ Result<HeaderFacts> scanHeaders(std::string_view message) {
   facts.from_repeated = from_values.size() > 1;
   facts.priority = std::move(priority);
   for (const auto& from : from_values) {
-    if (auto parsed = parseFrom(from, facts.from); !parsed) {
+    if (auto parsed = parseFrom(from, bytes, facts.from); !parsed) {
       return std::unexpected(std::move(parsed.error()));
     }
   }

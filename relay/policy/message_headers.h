@@ -1,9 +1,9 @@
 // The header facts routing needs from a submitted RFC 5322 message, and the one edit it makes.
 // The header block is split with our own small scanner (unfolding per RFC 5322 section 2.2.3);
-// address lists are parsed by GMime (internet_address_list_parse), which handles display names,
-// comments, groups and RFC 2047 encoded words. Bounded: at most kMaxHeaderBytes of header are
-// looked at, at most kMaxFromBytes of a From field handed to GMime, and at most
-// kMaxFromAddresses addresses.
+// From is read with parseAddressList (address_list.h): checked against the address-list grammar
+// first, then parsed by GMime for display names, comments, groups and RFC 2047 encoded words.
+// Bounded: at most kMaxHeaderBytes of header are looked at, at most kMaxFromBytes of a From
+// field read, and at most kMaxFromAddresses addresses.
 //
 // Lines end at CRLF, at a bare LF and at a bare CR: the same line ends the DATA decoder stores and
 // the DotStuffer sends as CRLF, so these functions see the lines the next hop will see. A field
@@ -15,6 +15,7 @@
 #pragma once
 
 #include "base/error.h"
+#include "relay/policy/address_list.h"
 
 #include <cstddef>
 #include <optional>
@@ -47,13 +48,19 @@ struct HeaderFacts {
 void initGmime();
 
 // Reads the header block (everything before the first empty line; the whole message when there
-// is none). Errors: "header.too_large" (no end of header within kMaxHeaderBytes),
-// "header.bad_from" (a From field does not parse as an address list, names no mailbox, holds a
-// NUL byte, is longer than kMaxFromBytes, has more than kMaxFromAddresses addresses or groups, or
-// has an '@' outside quotes and comments that GMime did not turn into an address: loose parsing
-// can skip text such as "a@b.example;evil@c.example" that a mail reader may still show).
+// is none). `bytes` says which bytes above 0x7f a From field may hold: kUtf8 (well-formed UTF-8)
+// when the message came with BODY=8BITMIME or SMTPUTF8, kAscii (none) otherwise.
+// Errors: "header.too_large" (no end of header within kMaxHeaderBytes), and "header.bad_from"
+// when a From field is longer than kMaxFromBytes, names no mailbox, has more than
+// kMaxFromAddresses addresses or ':', or is refused by parseAddressList: a control character
+// other than tab (NUL, DEL and C0, C1 under kUtf8), a byte `bytes` does not allow, an unclosed
+// quoted string, comment or domain literal, or text outside the address-list grammar, which
+// includes whatever GMime would read short or skip ("a@b.example\x7f.evil.example",
+// "a@b.example.", "a@b.example;evil@c.example", "Name, a@b.example"): a mail reader may show
+// such a field as something else than the addresses found. Never a partial reading.
 // Error messages are fixed texts that echo nothing from the message.
-[[nodiscard]] Result<HeaderFacts> scanHeaders(std::string_view message);
+[[nodiscard]] Result<HeaderFacts> scanHeaders(std::string_view message,
+                                              HeaderBytes bytes = HeaderBytes::kAscii);
 
 // The message without any header field named `name` (case-insensitive), continuation lines
 // included; the body and every other byte unchanged (no size bound: it reads the header block

@@ -129,7 +129,9 @@ void checkMessage(const message::SubmittedMessage& out, const message::ComposeCo
     check(distinct.insert(lowered(r)).second);
   }
 
-  const auto facts = policy::scanHeaders(data);
+  const auto facts =
+      policy::scanHeaders(data, out.smtputf8 || out.body_8bit ? policy::HeaderBytes::kUtf8
+                                                              : policy::HeaderBytes::kAscii);
   check(facts.has_value());
   check(facts->from.size() == 1 && facts->from.front() == out.from);
   check(!facts->priority);

@@ -5,9 +5,12 @@
 // - removeHeaderField never grows the message, leaves no field of that name at a line start in
 //   the header block, keeps the body byte for byte, only drops whole lines, is idempotent, and
 //   changes no other fact scanHeaders reports;
-// - refusal texts are one line of printable ASCII.
+// - refusal texts are one line of printable ASCII;
+// - every From address scanHeaders reports holds no control character but tab, and under kAscii
+//   is ASCII and stands in the header block as written (any ASCII case): no partial reading.
 //
-// Input layout: byte 0 picks the field name to remove, the rest is the message.
+// Input layout: byte 0 picks the field name to remove (bits 0-1) and HeaderBytes (bit 2: kUtf8),
+// the rest is the message.
 #include "config/config.h"
 #include "relay/policy/message_headers.h"
 #include "relay/policy/sender_directory.h"
@@ -118,12 +121,43 @@ const mailgate::config::Config& directoryConfig() {
   return config;
 }
 
-void checkFacts(std::string_view message, const policy::HeaderFacts& facts) {
+// True when `needle` occurs in `haystack`, ASCII case-insensitively.
+bool containsIgnoreCase(std::string_view haystack, std::string_view needle) {
+  if (needle.size() > haystack.size()) {
+    return false;
+  }
+  for (std::size_t i = 0; i + needle.size() <= haystack.size(); ++i) {
+    bool same = true;
+    for (std::size_t j = 0; j < needle.size() && same; ++j) {
+      same = lower(haystack[i + j]) == lower(needle[j]);
+    }
+    if (same) {
+      return true;
+    }
+  }
+  return false;
+}
+
+void checkFacts(std::string_view message, const policy::HeaderFacts& facts,
+                policy::HeaderBytes bytes) {
   check(facts.from.size() <= policy::kMaxFromAddresses);
   check(facts.from_present || facts.from.empty());
   check(!facts.from_repeated || facts.from_present);
+  const Split lines = split(message.substr(0, policy::kMaxHeaderBytes + 2));
+  std::string header;
+  for (const auto line : lines.header_lines) {
+    header.append(line); // unfolded (a quoted local part may hold a fold)
+  }
   for (const auto& address : facts.from) {
     check(!address.empty());
+    for (const char c : address) {
+      const auto u = static_cast<unsigned char>(c);
+      check((u >= 0x20 || c == '\t') && u != 0x7f); // a tab may stand in a quoted local part
+      check(bytes == policy::HeaderBytes::kUtf8 || u < 0x80);
+    }
+    if (bytes == policy::HeaderBytes::kAscii) {
+      check(containsIgnoreCase(header, address));
+    }
   }
   if (facts.priority) {
     const std::string& p = *facts.priority;
@@ -153,7 +187,7 @@ void checkDirectory(const policy::HeaderFacts& facts, std::string_view raw) {
   }
 }
 
-void checkRemoval(std::string_view message, std::string_view name,
+void checkRemoval(std::string_view message, std::string_view name, policy::HeaderBytes bytes,
                   const mailgate::Result<policy::HeaderFacts>& before) {
   const std::string out = policy::removeHeaderField(message, name);
   check(out.size() <= message.size());
@@ -187,7 +221,7 @@ void checkRemoval(std::string_view message, std::string_view name,
     return;
   }
   // A smaller header block of the same lines scans at least as well.
-  const auto after = policy::scanHeaders(out);
+  const auto after = policy::scanHeaders(out, bytes);
   check(after.has_value());
   if (name == "X-Mailgate-Priority") {
     check(!after->priority);
@@ -231,9 +265,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   }
   }
 
-  const auto facts = policy::scanHeaders(message);
+  const auto bytes = (data[0] & 4) != 0 ? policy::HeaderBytes::kUtf8 : policy::HeaderBytes::kAscii;
+  const auto facts = policy::scanHeaders(message, bytes);
   if (facts) {
-    checkFacts(message, *facts);
+    checkFacts(message, *facts, bytes);
     checkDirectory(*facts, message);
   } else {
     const auto& e = facts.error();
@@ -241,6 +276,6 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     check(e.code != "header.too_large" || message.size() > policy::kMaxHeaderBytes);
     check(printableLine(e.message));
   }
-  checkRemoval(message, name, facts);
+  checkRemoval(message, name, bytes, facts);
   return 0;
 }

@@ -257,6 +257,45 @@ class RouteTest(unittest.TestCase):
         self.assertEqual(len(self.at_fake("a")) + len(self.at_sink("a")), 1)
         self.assertEqual(sum(message_states(gw).values()), 1)  # nothing else was queued
 
+    def test_from_that_would_be_read_short_is_refused_and_not_queued(self):
+        # GMime alone read each of these From fields as rep1@acme.example, the envelope sender's
+        # own mailbox, so the From check passed while a mail reader could show another address.
+        gw = self.gateway()
+        spoofs = [
+            (b"From: rep1@acme.example\x7f.evil.example", b"holds a control character"),
+            (b"From: rep1@acme.example\x01.evil.example", b"holds a control character"),
+            (b"From: rep1@acme.example.", b"not an address list"),
+            (b"From: Evil Corp, rep1@acme.example", b"not an address list"),
+            (b"From: a@[x] (y", b"unclosed quote, comment or domain literal"),
+            (b"From: R\xc3\xa9p <rep1@acme.example>", b"8BITMIME or SMTPUTF8"),
+        ]
+        with smtplib.SMTP("127.0.0.1", gw.smtp_port, timeout=30) as c:
+            c.login("crm", TOKEN)
+            for i, (from_line, reason) in enumerate(spoofs):
+                with self.subTest(from_line=from_line):
+                    data = message("s", i).encode().replace(f"From: Rep <{REP}>".encode(),
+                                                             from_line)
+                    with self.assertRaises(smtplib.SMTPDataError) as refused:
+                        c.sendmail(REP, [f"prospect{i}@example.test"], data)
+                    self.assertEqual(refused.exception.smtp_code, 554)
+                    self.assertIn(b"5.6.0 the From field", refused.exception.smtp_error)
+                    self.assertIn(reason, refused.exception.smtp_error)
+                    self.assertTrue(all(32 <= b < 127 for b in refused.exception.smtp_error))
+            # The same session goes on; a UTF-8 display name is fine with BODY=8BITMIME.
+            n = len(spoofs)
+            eight_bit = message("s", n).encode().replace(f"From: Rep <{REP}>".encode(),
+                                                         b"From: R\xc3\xa9p <rep1@acme.example>")
+            c.sendmail(REP, [f"prospect{n}@example.test"], eight_bit,
+                       mail_options=["BODY=8BITMIME"])
+        self.assertTrue(wait_for(lambda: len(self.at_fake("s")) + len(self.at_sink("s")) == 1, 30),
+                        gw.log_text()[-3000:])
+        self.assertEqual(self.at_fake("s") + self.at_sink("s"), [mid("s", len(spoofs))])
+        time.sleep(0.5)
+        self.assertEqual(len(self.at_fake("s")) + len(self.at_sink("s")), 1)
+        self.assertEqual(sum(message_states(gw).values()), 1)  # none of the spoofs was queued
+        self.assertEqual(gw.log_text().count("message refused: 554 5.6.0 the From field"),
+                         len(spoofs))
+
     def test_uncertain_outcome_stays_on_its_route(self):
         # Microsoft 365 takes the first message but the connection is cut before its 250. The
         # ledger (1 recipient per 4 s) is then spent, which would send any other message to the

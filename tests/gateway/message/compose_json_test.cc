@@ -629,8 +629,11 @@ TEST(ComposeJsonErrors, FromMustBeOneGoodMailbox) {
   EXPECT_TRUE(composeError(body).hint.starts_with("the sender must be one mailbox"));
   body["from"] = "Sales: a@example.com;";
   expectError(body, kInvalid, "from: is a group");
+  // A phrase without an address is text GMime would skip: the field is not an address list.
   body["from"] = "not an address";
-  expectError(body, kInvalid, "from: \"not an address\" is not an email address");
+  expectError(body, kInvalid, "from: \"not an address\" holds text that is not an address list");
+  body["from"] = "Rep";
+  expectError(body, kInvalid, "from: \"Rep\" is not an email address");
   body["from"] = {{"name", "Rep"}};
   expectError(body, kInvalid, "from.address: missing");
 }

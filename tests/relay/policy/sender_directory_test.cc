@@ -255,6 +255,27 @@ TEST_F(SenderDirectoryTest, CheckFromSeesEveryFromField) {
   EXPECT_TRUE(dir_.checkFrom(*resolved, twice->from).has_value());
 }
 
+// checkFrom compares what scanHeaders found. GMime alone read each of these as
+// rep1@acme.example, which checkFrom accepts for rep1; scanHeaders now refuses them, so the
+// submission session answers 554 5.6.0 before checkFrom is asked.
+TEST_F(SenderDirectoryTest, CheckFromIsNeverGivenAPartialReading) {
+  auto resolved = dir_.resolve("rep1@acme.example", kAll);
+  ASSERT_TRUE(resolved.has_value());
+  ASSERT_TRUE(dir_.checkFrom(*resolved, {"rep1@acme.example"}).has_value());
+  for (const char* header : {
+           "From: rep1@acme.example\x7f.evil.example\r\n",
+           "From: rep1@acme.example\x01.evil.example\r\n",
+           "From: rep1@acme.example.\r\n",
+           "From: rep1@acme.example>\r\n",
+           "From: rep1@acme.example;boss@beta.example\r\n",
+           "From: Boss at Beta, rep1@acme.example\r\n",
+       }) {
+    auto facts = scanHeaders(std::string(header) + "\r\nbody\r\n");
+    ASSERT_FALSE(facts.has_value()) << header;
+    EXPECT_EQ(facts.error().code, "header.bad_from") << header;
+  }
+}
+
 TEST_F(SenderDirectoryTest, CheckFromRefusesAnUnresolvedSender) {
   EXPECT_FALSE(dir_.checkFrom(MailboxRef{}, {"rep1@acme.example"}).has_value());
 }
