@@ -363,6 +363,10 @@ bool SubmissionSession::applyPolicy(smtp::ServerSession::Message& request, NewMe
   if (!facts) {
     return refuse(554, "5.6.0", facts.error().message);
   }
+  if (facts->from_repeated) {
+    // RFC 5322 section 3.6 allows exactly one From field; readers differ in which they show.
+    return refuse(554, "5.6.0", "the message has more than one From field; send exactly one");
+  }
   if (auto from = ctx_->directory->checkFrom(*mailbox, facts->from); !from) {
     return refuse(from.error().code, from.error().enhanced, from.error().text);
   }

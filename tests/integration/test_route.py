@@ -253,6 +253,13 @@ class RouteTest(unittest.TestCase):
                 c.sendmail(REP, ["p@example.test"], foreign)
             self.assertEqual(data.exception.smtp_code, 550)
             self.assertIn(b"boss@other.example", data.exception.smtp_error)
+            # Two From fields, both the mailbox's: still refused (RFC 5322 allows one).
+            twice = message("a", 3).replace(f"From: Rep <{REP}>",
+                                            f"From: Rep <{REP}>\r\nFrom: {ALIAS}")
+            with self.assertRaises(smtplib.SMTPDataError) as data:
+                c.sendmail(REP, ["p@example.test"], twice)
+            self.assertEqual(data.exception.smtp_code, 554)
+            self.assertIn(b"more than one From", data.exception.smtp_error)
         time.sleep(0.5)
         self.assertEqual(len(self.at_fake("a")) + len(self.at_sink("a")), 1)
         self.assertEqual(sum(message_states(gw).values()), 1)  # nothing else was queued
