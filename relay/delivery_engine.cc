@@ -1859,6 +1859,10 @@ struct DeliveryEngine::State final : UpstreamConnection::Observer,
   }
 
   void fillEngineSide(std::string_view key, MailboxStatus& st) {
+    st.connections_open = 0;
+    st.connections_busy = 0;
+    st.waiting = 0;
+    st.in_flight = 0;
     if (auto it = pool_by_mailbox.find(key); it != pool_by_mailbox.end()) {
       for (const auto& slot : it->second->slots) {
         ++st.connections_open;
@@ -1871,6 +1875,8 @@ struct DeliveryEngine::State final : UpstreamConnection::Observer,
     }
     if (auto it = last_errors.find(key); it != last_errors.end()) {
       st.last_error = it->second;
+    } else {
+      st.last_error.reset();
     }
   }
 
@@ -1889,19 +1895,30 @@ struct DeliveryEngine::State final : UpstreamConnection::Observer,
   }
 
   std::optional<MailboxStatus> mailboxStatus(std::string_view address) {
+    MailboxStatus st;
+    if (!mailboxStatusInto(address, st)) {
+      return std::nullopt;
+    }
+    return st;
+  }
+
+  bool mailboxStatusInto(std::string_view address, MailboxStatus& out) {
     std::string lowered;
     const std::string_view key = config::hasUpperAscii(address)
                                      ? std::string_view(lowered = config::lowerAscii(address))
                                      : address;
-    auto view = router.view(key, wallClockMs());
+    const bool configured = router.viewInto(key, wallClockMs(), out.route);
     flushRouteChanges();
-    if (view) {
-      return statusOf(std::move(*view));
+    if (configured) {
+      out.configured = true;
+      fillEngineSide(key, out);
+      return true;
     }
     if (auto it = mailbox_counts.find(key); it != mailbox_counts.end()) {
-      return orphanStatus(key, it->second);
+      out = orphanStatus(key, it->second);
+      return true;
     }
-    return std::nullopt;
+    return false;
   }
 
   void forEachMailbox(const std::function<void(const MailboxStatus&)>& fn,
@@ -2173,6 +2190,10 @@ DeliveryMetrics DeliveryEngine::metrics() const {
 
 std::optional<MailboxStatus> DeliveryEngine::mailboxStatus(std::string_view address) {
   return state_->mailboxStatus(address);
+}
+
+bool DeliveryEngine::mailboxStatusInto(std::string_view address, MailboxStatus& out) {
+  return state_->mailboxStatusInto(address, out);
 }
 
 void DeliveryEngine::forEachMailbox(const std::function<void(const MailboxStatus&)>& fn,

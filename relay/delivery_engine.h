@@ -192,6 +192,9 @@ public:
   // The status of the mailbox whose primary address is `address` (any case); nullopt when no
   // configured mailbox has it and the engine holds no mail of it.
   std::optional<MailboxStatus> mailboxStatus(std::string_view address);
+  // The same written into `out`, reusing its strings' storage, for a caller that asks many times
+  // (GET /v1/mailboxes/{address}); false, `out` unspecified, when there is no such mailbox.
+  bool mailboxStatusInto(std::string_view address, MailboxStatus& out);
   // Every configured mailbox (address order), then every unconfigured one the engine still holds
   // mail of; only those of `tenant` when it is not empty. O(mailboxes) with no scan of messages,
   // for listings and metrics. `fn` must not call the engine.

@@ -826,8 +826,14 @@ std::vector<std::pair<std::string, int64_t>> Router::probesDue() const {
 }
 
 MailboxRouteView Router::viewOf(MailboxRoute& mb, int64_t now_ms) {
-  refresh(mb, now_ms);
   MailboxRouteView v;
+  fillView(mb, now_ms, v);
+  return v;
+}
+
+void Router::fillView(MailboxRoute& mb, int64_t now_ms, MailboxRouteView& v) {
+  refresh(mb, now_ms);
+  // Assignments, so that a view filled again reuses its strings' storage.
   v.tenant = mb.tenant->id;
   v.address = mb.mailbox->address;
   v.state = mb.state;
@@ -840,7 +846,16 @@ MailboxRouteView Router::viewOf(MailboxRoute& mb, int64_t now_ms) {
   v.manual_failover = mb.manual;
   v.manual_actor = mb.manual_actor;
   v.manual_since_ms = mb.manual_since_ms;
-  return v;
+}
+
+bool Router::viewInto(std::string_view address, int64_t now_ms, MailboxRouteView& out) {
+  MailboxRoute* mb =
+      config::hasUpperAscii(address) ? find(config::lowerAscii(address)) : find(address);
+  if (mb == nullptr) {
+    return false;
+  }
+  fillView(*mb, now_ms, out);
+  return true;
 }
 
 std::optional<MailboxRouteView> Router::view(std::string_view address, int64_t now_ms) {

@@ -183,6 +183,9 @@ public:
   // The mailbox's route, `address` in any case; nullopt for an address that is not a configured
   // mailbox's primary address.
   [[nodiscard]] std::optional<MailboxRouteView> view(std::string_view address, int64_t now_ms);
+  // The same view written into `out`, reusing its strings' storage (a caller that asks often
+  // allocates nothing); false, and `out` untouched, for an address that is not a mailbox.
+  bool viewInto(std::string_view address, int64_t now_ms, MailboxRouteView& out);
   // Every configured mailbox's view in address order (lower case), only those of `tenant` when it
   // is not empty. `fn` must not call the router.
   void forEachView(std::string_view tenant, int64_t now_ms,
@@ -232,6 +235,7 @@ private:
   RouteDecision viaRelay(const QueuedMessage& msg, std::string_view relay, int64_t now_ms);
   void refresh(MailboxRoute& mb, int64_t now_ms);
   MailboxRouteView viewOf(MailboxRoute& mb, int64_t now_ms);
+  void fillView(MailboxRoute& mb, int64_t now_ms, MailboxRouteView& v);
   void setState(MailboxRoute& mb, RouteState state, int64_t until_ms, std::string reason,
                 std::string hint, std::string event_type, bool alert, int64_t now_ms);
   void event(const MailboxRoute& mb, std::string type, std::string data_json);

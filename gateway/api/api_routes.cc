@@ -83,6 +83,21 @@ bool shapeMatches(std::string_view pattern, std::string_view path) {
 }
 } // namespace
 
+std::optional<PathSegments> splitPath(std::string_view path) {
+  if (path.empty() || path.front() != '/') {
+    return std::nullopt;
+  }
+  PathSegments out;
+  std::size_t pos = 0;
+  while (pos < path.size()) {
+    if (out.count == kMaxPathSegments) {
+      return std::nullopt;
+    }
+    out.items[out.count++] = nextSegment(path, pos);
+  }
+  return out;
+}
+
 std::optional<PathParams> matchPath(std::string_view pattern, std::string_view path) {
   if (pattern.empty() || path.empty() || pattern.front() != '/' || path.front() != '/' ||
       !shapeMatches(pattern, path)) {

@@ -5,6 +5,7 @@
 
 #include "gateway/auth/api_auth.h"
 
+#include <array>
 #include <functional>
 #include <optional>
 #include <string>
@@ -36,9 +37,26 @@ template <typename Handler> struct Route {
 [[nodiscard]] std::optional<std::vector<std::pair<std::string, std::string>>>
 parseQuery(std::string_view query);
 
+// A path cut at its slashes: "/v1/mailboxes/a" -> {"v1", "mailboxes", "a"}. At most
+// kMaxPathSegments; nullopt past that (no route is that deep) or for a path not starting with '/'.
+inline constexpr std::size_t kMaxPathSegments = 8;
+struct PathSegments {
+  std::array<std::string_view, kMaxPathSegments> items{};
+  std::size_t count = 0;
+};
+[[nodiscard]] std::optional<PathSegments> splitPath(std::string_view path);
+
 template <typename Handler> class RouteTable {
 public:
-  void add(Route<Handler> route) { routes_.push_back(std::move(route)); }
+  void add(Route<Handler> route) {
+    // Owned copies: the views splitPath gives point into the pattern, which moves with routes_.
+    std::vector<std::string> segments;
+    if (auto cut = splitPath(route.pattern)) {
+      segments.assign(cut->items.begin(), cut->items.begin() + static_cast<long>(cut->count));
+    }
+    patterns_.push_back(std::move(segments));
+    routes_.push_back(std::move(route));
+  }
   [[nodiscard]] const std::vector<Route<Handler>>& routes() const { return routes_; }
 
   struct Match {
@@ -48,35 +66,60 @@ public:
     bool bad_escape = false;          // the path has a malformed percent escape
   };
 
+  // The path is cut once; each route compares its pre-cut pattern segment by segment, and only
+  // the route that matches decodes its parameters.
   [[nodiscard]] Match find(std::string_view method, std::string_view path) const {
     Match m;
-    for (const auto& r : routes_) {
-      // The literal part before the first parameter must match: most routes fail here. A route
-      // without parameters matches its literal path only.
-      const std::size_t brace = r.pattern.find('{');
-      const std::string_view literal = std::string_view(r.pattern).substr(0, brace);
-      if (brace == std::string::npos ? path != literal : !path.starts_with(literal)) {
+    const auto have = splitPath(path);
+    for (std::size_t i = 0; have && i < routes_.size(); ++i) {
+      const std::vector<std::string>& want = patterns_[i];
+      if (want.size() != have->count || !sameShape(want, *have)) {
         continue;
       }
-      auto params = matchPath(r.pattern, path);
-      if (!params) {
-        continue;
-      }
+      const auto& r = routes_[i];
       const bool same = r.method == method || (method == "HEAD" && r.method == "GET");
-      if (same) {
-        m.route = &r;
-        m.params = std::move(*params);
-        m.allowed.clear();
-        return m;
+      if (!same) {
+        m.allowed.push_back(r.method);
+        continue;
       }
-      m.allowed.push_back(r.method);
+      PathParams params;
+      bool decoded = true;
+      for (std::size_t k = 0; k < want.size() && decoded; ++k) {
+        if (isParam(want[k])) {
+          auto value = percentDecode(have->items[k], false);
+          decoded = value.has_value();
+          if (decoded) {
+            params.emplace_back(want[k].substr(1, want[k].size() - 2), std::move(*value));
+          }
+        }
+      }
+      if (!decoded) {
+        continue;
+      }
+      m.route = &r;
+      m.params = std::move(params);
+      m.allowed.clear();
+      return m;
     }
     m.bad_escape = !percentDecode(path, false).has_value();
     return m;
   }
 
 private:
+  static bool isParam(std::string_view segment) {
+    return segment.size() > 2 && segment.front() == '{' && segment.back() == '}';
+  }
+  static bool sameShape(const std::vector<std::string>& want, const PathSegments& have) {
+    for (std::size_t k = 0; k < want.size(); ++k) {
+      if (isParam(want[k]) ? have.items[k].empty() : want[k] != have.items[k]) {
+        return false;
+      }
+    }
+    return true;
+  }
+
   std::vector<Route<Handler>> routes_;
+  std::vector<std::vector<std::string>> patterns_; // routes_[i]'s pattern, cut at its slashes
 };
 
 } // namespace mailgate::api

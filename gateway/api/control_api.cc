@@ -149,10 +149,20 @@ void ControlApi::State::replyJsonText(const CallPtr& call, int status, std::stri
                                       HttpHeaders extra) {
   HttpResponse r;
   r.status = status;
+  r.content_type = "application/json";
+  r.cache_control = "no-store";
   r.headers = std::move(extra);
-  r.headers.emplace_back("content-type", "application/json");
-  r.headers.emplace_back("cache-control", "no-store");
   r.body = std::move(json);
+  reply(call, std::move(r));
+}
+
+void ControlApi::State::replyJsonShared(const CallPtr& call, int status,
+                                        std::shared_ptr<const std::string> json) {
+  HttpResponse r;
+  r.status = status;
+  r.content_type = "application/json";
+  r.cache_control = "no-store";
+  r.shared_body = std::move(json);
   reply(call, std::move(r));
 }
 
@@ -228,7 +238,7 @@ void ControlApi::State::getReady(const CallPtr& call) {
 
 void ControlApi::State::getOpenApi(const CallPtr& call) {
   HttpResponse r;
-  r.headers.emplace_back("content-type", "application/json");
+  r.content_type = "application/json";
   r.body = std::string(openApiDocument());
   reply(call, std::move(r));
 }

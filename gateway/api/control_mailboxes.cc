@@ -159,22 +159,23 @@ void ControlApi::State::replyMailbox(const CallPtr& call, const relay::MailboxSt
   if (it == mailbox_cache.end() || !sameRendering(it->second.status, s)) {
     store::JsonWriter w(1024);
     writeMailbox(w, *call->directory, s);
-    it = mailbox_cache.insert_or_assign(s.route.address, RenderedMailbox{s, w.take()}).first;
+    it = mailbox_cache
+             .insert_or_assign(s.route.address,
+                               RenderedMailbox{s, std::make_shared<const std::string>(w.take())})
+             .first;
   }
-  replyJsonText(call, 200, it->second.json);
+  replyJsonShared(call, 200, it->second.json);
 }
 
 bool ControlApi::State::mailboxVisible(const CallPtr& call, const std::string& address,
                                        relay::MailboxStatus* status) {
-  auto s = deps.delivery->mailboxStatus(address);
-  if (!s || !canSee(*call, s->route.tenant)) {
+  if (!deps.delivery->mailboxStatusInto(address, *status) || !canSee(*call, status->route.tenant)) {
     // Unknown and out of scope look the same.
     replyError(call, 404, "mailbox.not_found", fmt::format("no mailbox {}", address),
                "GET /v1/mailboxes lists the mailboxes this token may see; use the primary "
                "address, not an alias");
     return false;
   }
-  *status = std::move(*s);
   return true;
 }
 
@@ -230,9 +231,9 @@ void ControlApi::State::getMailboxes(const CallPtr& call) {
 }
 
 void ControlApi::State::getMailbox(const CallPtr& call) {
-  relay::MailboxStatus s;
-  if (mailboxVisible(call, call->param("address"), &s)) {
-    replyMailbox(call, s);
+  // One status object for every such request: filling it again reuses its storage.
+  if (mailboxVisible(call, call->param("address"), &scratch_status)) {
+    replyMailbox(call, scratch_status);
   }
 }
 

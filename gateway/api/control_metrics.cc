@@ -53,7 +53,7 @@ void ControlApi::State::getMetrics(const CallPtr& call) {
     w.family("mailgate_up", "gauge", "1 while mailgated serves; 0 while it drains.");
     w.sample("mailgate_up", self->draining ? 0.0 : 1.0);
     HttpResponse r;
-    r.headers.emplace_back("content-type", std::string(PrometheusWriter::kContentType));
+    r.content_type = PrometheusWriter::kContentType;
     r.body = w.take();
     call->ex->respond(std::move(r)); // counted above
   }));

@@ -133,13 +133,15 @@ struct ControlApi::State : std::enable_shared_from_this<ControlApi::State> {
   // current (replyMailbox). At most kMailboxCacheMax entries (~1 KiB each); then it starts over.
   struct RenderedMailbox {
     relay::MailboxStatus status;
-    std::string json;
+    std::shared_ptr<const std::string> json; // shared with answers still being sent
   };
   static constexpr std::size_t kMailboxCacheMax = 4096;
   std::unordered_map<std::string, RenderedMailbox> mailbox_cache;
   const Directory* mailbox_cache_dir = nullptr;
+  relay::MailboxStatus scratch_status; // getMailbox's, refilled per request
   // An answer whose JSON text is already written.
   void replyJsonText(const CallPtr& call, int status, std::string json, HttpHeaders extra = {});
+  void replyJsonShared(const CallPtr& call, int status, std::shared_ptr<const std::string> json);
 
   // POST /v1/messages (control_submit.cc).
   void postMessage(const CallPtr& call);

@@ -289,8 +289,18 @@ void Http1Server::finishCurrent() {
 }
 
 void Http1Server::writeHead(int status, const HttpHeaders& headers, bool close, bool chunked,
-                            std::size_t content_length, bool has_length) {
+                            std::size_t content_length, bool has_length,
+                            std::string_view content_type, std::string_view cache_control) {
   output_ += fmt::format("HTTP/1.1 {} {}\r\n", status, reasonPhrase(status));
+  const auto fixed = [this](std::string_view name, std::string_view value) {
+    if (!value.empty() && isSafeHeaderText(value)) {
+      output_ += name;
+      output_ += value;
+      output_ += "\r\n";
+    }
+  };
+  fixed("content-type: ", content_type);
+  fixed("cache-control: ", cache_control);
   for (const auto& [name, value] : headers) {
     if (name.empty() || !isSafeHeaderText(name) || !isSafeHeaderText(value) ||
         name.find_first_of(": \t") != std::string::npos || ownedByWriter(lower(name))) {
@@ -315,9 +325,11 @@ void Http1Server::writeHead(int status, const HttpHeaders& headers, bool close, 
 void Http1Server::writeResponse(const HttpResponse& response, bool head, bool close) {
   const int status = validStatus(response.status);
   const bool no_body = bodyForbidden(status);
-  writeHead(status, response.headers, close, false, response.body.size(), !no_body);
+  const std::string_view body = response.bodyText();
+  writeHead(status, response.headers, close, false, body.size(), !no_body, response.content_type,
+            response.cache_control);
   if (!head && !no_body) {
-    output_ += response.body;
+    output_ += body;
   }
 }
 
@@ -338,7 +350,7 @@ void Http1Server::exchangeStart(std::uint64_t token, int status, HttpHeaders hea
   if (!stream_chunked_) {
     current_close_ = true; // HTTP/1.0: the body ends when the connection does
   }
-  writeHead(status, headers, current_close_ || shutdown_, stream_chunked_, 0, false);
+  writeHead(status, headers, current_close_ || shutdown_, stream_chunked_, 0, false, {}, {});
   wake();
 }
 

@@ -48,7 +48,8 @@ private:
   void dispatch();
   void finishCurrent();
   void writeHead(int status, const HttpHeaders& headers, bool close, bool chunked,
-                 std::size_t content_length, bool has_length);
+                 std::size_t content_length, bool has_length, std::string_view content_type,
+                 std::string_view cache_control);
   void writeResponse(const HttpResponse& response, bool head, bool close);
 
   void exchangeRespond(std::uint64_t token, HttpResponse response) override;

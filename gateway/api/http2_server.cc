@@ -37,7 +37,7 @@ bool droppedInH2(std::string_view lower_name) {
          lower_name.front() == ':';
 }
 
-nghttp2_nv makeNv(const std::string& name, const std::string& value) {
+nghttp2_nv makeNv(std::string_view name, std::string_view value) {
   // nghttp2_submit_response copies the name/value pairs, so pointers into locals are fine.
   return nghttp2_nv{reinterpret_cast<uint8_t*>(const_cast<char*>(name.data())),
                     reinterpret_cast<uint8_t*>(const_cast<char*>(value.data())), name.size(),
@@ -296,17 +296,29 @@ void Http2Server::respond(int32_t stream_id, Stream& stream, HttpResponse respon
   const bool no_body = status == 204 || status == 304;
   std::optional<std::size_t> length;
   if (!no_body) {
-    length = response.body.size();
+    length = response.bodyText().size();
   }
-  stream.response_body = stream.head || no_body ? std::string() : std::move(response.body);
+  stream.response_body.clear();
+  stream.shared_body.reset();
+  if (!stream.head && !no_body) {
+    if (response.shared_body) {
+      stream.shared_body = std::move(response.shared_body);
+    } else {
+      stream.response_body = std::move(response.body);
+    }
+  }
   stream.sent = 0;
   stream.ended = true;
-  submitHead(stream_id, stream, status, response.headers, length, !stream.response_body.empty());
+  const bool body =
+      stream.shared_body ? !stream.shared_body->empty() : !stream.response_body.empty();
+  submitHead(stream_id, stream, status, response.headers, length, body, response.content_type,
+             response.cache_control);
 }
 
 void Http2Server::submitHead(int32_t stream_id, Stream& stream, int status,
                              const HttpHeaders& headers, std::optional<std::size_t> content_length,
-                             bool body) {
+                             bool body, std::string_view content_type,
+                             std::string_view cache_control) {
   // nghttp2_submit_response copies every name and value, so the pointers may refer to locals
   // and to the caller's headers. Names that are not lower case already get a lower-case copy.
   const std::string status_text = std::to_string(status);
@@ -322,26 +334,43 @@ void Http2Server::submitHead(int32_t stream_id, Stream& stream, int status,
   if (upper > 0) {
     lowered.reserve(upper);
   }
-  std::vector<nghttp2_nv> nva;
-  nva.reserve(headers.size() + 2);
+  // The usual answer has a handful of fields: they fit on the stack.
+  constexpr std::size_t kInline = 16;
+  std::array<nghttp2_nv, kInline> inline_nva{};
+  std::vector<nghttp2_nv> heap_nva;
+  const std::size_t most = headers.size() + 4;
+  nghttp2_nv* nva = inline_nva.data();
+  if (most > kInline) {
+    heap_nva.resize(most);
+    nva = heap_nva.data();
+  }
+  std::size_t count = 0;
   static const std::string kStatus = ":status";
   static const std::string kLength = "content-length";
-  nva.push_back(makeNv(kStatus, status_text));
+  static const std::string kContentType = "content-type";
+  static const std::string kCacheControl = "cache-control";
+  nva[count++] = makeNv(kStatus, status_text);
+  if (!content_type.empty() && isSafeHeaderText(content_type)) {
+    nva[count++] = makeNv(kContentType, content_type);
+  }
+  if (!cache_control.empty() && isSafeHeaderText(cache_control)) {
+    nva[count++] = makeNv(kCacheControl, cache_control);
+  }
   for (const auto& [name, value] : headers) {
     const std::string& n = isLower(name) ? name : lowered.emplace_back(lower(name));
     if (droppedInH2(n) || !isSafeHeaderText(n) || !isSafeHeaderText(value)) {
       continue;
     }
-    nva.push_back(makeNv(n, value));
+    nva[count++] = makeNv(n, value);
   }
   if (content_length) {
-    nva.push_back(makeNv(kLength, length_text));
+    nva[count++] = makeNv(kLength, length_text);
   }
   nghttp2_data_provider provider{};
   provider.source.ptr = &stream;
   provider.read_callback = &Http2Server::readBody;
-  const int rv = nghttp2_submit_response(session_.get(), stream_id, nva.data(), nva.size(),
-                                         body ? &provider : nullptr);
+  const int rv =
+      nghttp2_submit_response(session_.get(), stream_id, nva, count, body ? &provider : nullptr);
   if (rv != 0) {
     nghttp2_submit_rst_stream(session_.get(), NGHTTP2_FLAG_NONE, stream_id, NGHTTP2_INTERNAL_ERROR);
   }
@@ -376,7 +405,7 @@ void Http2Server::exchangeStart(std::uint64_t token, int status, HttpHeaders hea
   stream->response_body.clear();
   stream->sent = 0;
   submitHead(id, *stream, status >= 200 && status <= 999 ? status : 500, headers, std::nullopt,
-             !stream->head);
+             !stream->head, {}, {});
   if (stream->head) {
     stream->ended = true;
   }
@@ -438,14 +467,15 @@ void Http2Server::exchangeDropped(std::uint64_t token) {
 ssize_t Http2Server::readBody(nghttp2_session*, int32_t, uint8_t* buf, size_t length,
                               uint32_t* data_flags, nghttp2_data_source* source, void*) {
   auto* stream = static_cast<Stream*>(source->ptr);
-  const std::size_t n = std::min(length, stream->response_body.size() - stream->sent);
+  const std::string& body = stream->shared_body ? *stream->shared_body : stream->response_body;
+  const std::size_t n = std::min(length, body.size() - stream->sent);
   if (n == 0 && !stream->ended) {
     stream->deferred = true;
     return NGHTTP2_ERR_DEFERRED;
   }
-  std::memcpy(buf, stream->response_body.data() + stream->sent, n);
+  std::memcpy(buf, body.data() + stream->sent, n);
   stream->sent += n;
-  if (stream->ended && stream->sent == stream->response_body.size()) {
+  if (stream->ended && stream->sent == body.size()) {
     *data_flags |= NGHTTP2_DATA_FLAG_EOF;
   }
   return static_cast<ssize_t>(n);

@@ -49,6 +49,7 @@ public:
     bool ended = false;
     bool deferred = false; // the DATA source said NGHTTP2_ERR_DEFERRED and waits for a resume
     std::string response_body;
+    std::shared_ptr<const std::string> shared_body; // set: the body, instead of response_body
     std::size_t sent = 0;
     std::weak_ptr<Exchange> exchange;
   };
@@ -72,7 +73,8 @@ private:
   void respond(int32_t stream_id, Stream& stream, HttpResponse response);
   // Submits the response head; `body`: a DATA source follows (from response_body).
   void submitHead(int32_t stream_id, Stream& stream, int status, const HttpHeaders& headers,
-                  std::optional<std::size_t> content_length, bool body);
+                  std::optional<std::size_t> content_length, bool body,
+                  std::string_view content_type, std::string_view cache_control);
   void resume(int32_t stream_id, Stream& stream);
 
   void exchangeRespond(std::uint64_t token, HttpResponse response) override;

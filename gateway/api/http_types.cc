@@ -21,7 +21,7 @@ HttpResponse jsonError(int status, std::string_view code, std::string_view messa
   j["error"]["hint"] = hint;
   HttpResponse r;
   r.status = status;
-  r.headers.emplace_back("content-type", "application/json");
+  r.content_type = "application/json";
   r.body = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   return r;
 }

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -26,14 +27,25 @@ struct HttpRequest {
 
 struct HttpResponse {
   int status = 200;
+  // Written first, when set: the program's own constant values (text with static storage, such
+  // as "application/json"), so that the common answers need no header allocation at all.
+  std::string_view content_type;
+  std::string_view cache_control;
   // Names in any case (HTTP/2 lower-cases them). The session sets content-length, connection
   // and transfer-encoding itself and drops fields holding CR, LF or NUL.
   HttpHeaders headers;
   std::string body;
+  // When set, the body instead of `body`: shared with whoever made it (an answer kept for reuse)
+  // and sent from there, never copied.
+  std::shared_ptr<const std::string> shared_body;
+
+  [[nodiscard]] std::string_view bodyText() const {
+    return shared_body ? std::string_view(*shared_body) : std::string_view(body);
+  }
 };
 
-// Synchronous for now: called on the session's thread from inside receive(); must not throw
-// (an exception becomes a 500). The network driver will bring an asynchronous variant.
+// A handler that answers at once: called on the session's thread from inside receive(); must
+// not throw (an exception becomes a 500). fromSync() (http_exchange.h) makes it asynchronous.
 using HttpHandler = std::function<HttpResponse(const HttpRequest&)>;
 
 // The project's error shape: {"error":{"code":...,"message":...,"hint":...}} as

@@ -61,6 +61,30 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
             input.find("%2f") != std::string_view::npos);
     }
   }
+  // The route table finds the route matchPath matches, with the same parameters.
+  static const auto table = [] {
+    api::RouteTable<int> t;
+    int n = 0;
+    for (const auto p : kPatterns) {
+      t.add(api::Route<int>{"GET", std::string(p), true, api::Permission::kRead, n++});
+    }
+    return t;
+  }();
+  const auto found = table.find("GET", input);
+  const std::size_t first_match = [&] {
+    for (std::size_t i = 0; i < kPatterns.size(); ++i) {
+      if (api::matchPath(kPatterns[i], input)) {
+        return i;
+      }
+    }
+    return kPatterns.size();
+  }();
+  if (found.route != nullptr) {
+    check(static_cast<std::size_t>(found.route->handler) == first_match);
+    check(found.params == *api::matchPath(kPatterns[first_match], input));
+  } else {
+    check(first_match == kPatterns.size());
+  }
   if (auto query = api::parseQuery(input)) {
     for (const auto& [name, value] : *query) {
       check(clean(name) && clean(value));
