@@ -58,9 +58,6 @@ bool sameTokens(const std::vector<config::ApiToken>& a, const std::vector<config
 // Keys that a running process cannot change: they only apply at the next start.
 std::vector<std::string> restartOnly(const config::Config& before, const config::Config& after) {
   std::vector<std::string> out;
-  if (before.node.id != after.node.id) {
-    out.emplace_back("node.id");
-  }
   if (before.node.data_dir != after.node.data_dir) {
     out.emplace_back("node.data_dir");
   }
@@ -164,7 +161,6 @@ Result<std::unique_ptr<Daemon>> Daemon::create(config::Config config, std::strin
   deps.accepted = accepted;
   deps.reload = [raw] { return raw->reload(); };
   deps.figures = [raw] { return raw->figures(); };
-  deps.node_id = cfg.node.id;
   deps.version = MAILGATE_VERSION;
   impl->control = std::make_unique<api::ControlApi>(std::move(deps), impl->config);
 

@@ -254,7 +254,7 @@ void ControlApi::State::getStatus(const CallPtr& call) {
     }
   }
   nlohmann::json body{
-      {"node", deps.node_id},
+      {"node", call->config->node.id},
       {"version", deps.version},
       {"ready", !draining},
       {"started", timeJson(f.started_ms)},

@@ -57,7 +57,6 @@ struct ControlApiDeps {
   // untouched; its message holds every `FILE:LINE:COL: key: reason` line.
   std::function<Result<ReloadReport>()> reload;
   std::function<GatewayFigures()> figures;
-  std::string node_id;
   std::string version;
 };
 

@@ -102,7 +102,7 @@ void ControlApi::State::postMessage(const CallPtr& call) {
                        req.body)};
   }
   message::ComposeContext ctx;
-  ctx.message_id_domain = deps.node_id;
+  ctx.message_id_domain = call->config->node.id;
   ctx.now_ms = call->now_ms;
   ctx.limits.max_recipients = call->config->listeners.smtp.max_recipients;
   ctx.limits.max_message_bytes = call->config->listeners.smtp.max_message_bytes;

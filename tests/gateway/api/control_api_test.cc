@@ -74,7 +74,6 @@ protected:
       deps.loop = &loop_.loop();
       deps.store = store_.get();
       deps.delivery = engine_.get();
-      deps.node_id = "api.test";
       deps.version = "test";
       deps.reload = [this]() -> Result<ReloadReport> {
         if (reload_error_) {
