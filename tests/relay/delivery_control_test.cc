@@ -19,26 +19,12 @@ constexpr const char* kQuotaReply =
     "554 5.2.0 STOREDRV.Submission.Exception:SubmissionQuotaExceededException; Failed to process "
     "message due to a permanent exception";
 
-DeliveryOptions fastOptions() {
-  DeliveryOptions o;
-  o.connect_backoff = net::BackoffOptions{milliseconds(10), milliseconds(80), 2.0, 0.2, 7};
-  o.store_retry = milliseconds(20);
-  o.retry_jitter = 0;
-  return o;
-}
-
 json dataOf(const store::StoredEvent& e) {
   return json::parse(e.data, nullptr, false);
 }
 
-class ControlTest : public ::testing::Test {
+class ControlTest : public EngineTest {
 protected:
-  std::unique_ptr<FakeSmtpServer> makeServer(FakeSmtpServer::Options o = {}) {
-    return loop.call([&] { return std::make_unique<FakeSmtpServer>(loop.loop(), o); });
-  }
-  uint16_t portOf(const std::unique_ptr<FakeSmtpServer>& s) {
-    return loop.call([&] { return s->port(); });
-  }
   void startServers() {
     m365 = makeServer(m365ServerOptions());
     relay = makeServer();
@@ -48,35 +34,11 @@ protected:
   // The engine keeps a reference to its configuration: the fixture owns it.
   void startEngine(config::Config c) {
     config_ = std::make_unique<config::Config>(std::move(c));
-    engine = loop.call([&]() -> std::unique_ptr<DeliveryEngine> {
-      auto e = DeliveryEngine::create(loop.loop(), *config_, store->store(), options);
-      EXPECT_TRUE(e.has_value()) << e.error().describe();
-      return e ? std::move(*e) : nullptr;
-    });
-    ASSERT_NE(engine, nullptr);
+    createEngine(*config_);
   }
   void restartEngine() {
     loop.call([&] { engine.reset(); });
     startEngine(*config_);
-  }
-
-  std::string submit(NewMessage m) {
-    QueuedMessage q = store->add(std::move(m));
-    loop.call([&] { engine->schedule(q); });
-    return q.id;
-  }
-
-  MailboxStatus status(const std::string& address = kRep) {
-    auto s = loop.call([&] { return engine->mailboxStatus(address); });
-    EXPECT_TRUE(s.has_value()) << address;
-    return s ? *s : MailboxStatus{};
-  }
-  bool statusIs(const std::function<bool(const MailboxStatus&)>& pred,
-                const std::string& address = kRep) {
-    return loop.eventually([&] {
-      auto s = engine->mailboxStatus(address);
-      return s && pred(*s);
-    });
   }
 
   // retryNow / cancel, waiting for `done`.
@@ -109,13 +71,9 @@ protected:
     loop.stop();
   }
 
-  LoopThread loop;
-  std::unique_ptr<TestStore> store = std::make_unique<TestStore>(loop);
   std::unique_ptr<FakeSmtpServer> m365;
   std::unique_ptr<FakeSmtpServer> relay;
   std::unique_ptr<config::Config> config_;
-  std::unique_ptr<DeliveryEngine> engine;
-  DeliveryOptions options = fastOptions();
 };
 
 // --- status -------------------------------------------------------------------------------------

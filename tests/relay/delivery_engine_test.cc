@@ -22,14 +22,6 @@ FakeSmtpServer::Options authServer(std::string mechanisms, std::string username,
   return o;
 }
 
-DeliveryOptions fastOptions() {
-  DeliveryOptions o;
-  o.connect_backoff = net::BackoffOptions{milliseconds(10), milliseconds(80), 2.0, 0.2, 7};
-  o.store_retry = milliseconds(20);
-  o.retry_jitter = 0;
-  return o;
-}
-
 class DeliveryTest : public ::testing::Test {
 protected:
   void startServer() { startServer(FakeSmtpServer::Options{}); }

@@ -13,14 +13,6 @@ using std::chrono::milliseconds;
 
 constexpr const char* kRep = "rep1@acme.example";
 
-DeliveryOptions fastOptions() {
-  DeliveryOptions o;
-  o.connect_backoff = net::BackoffOptions{milliseconds(10), milliseconds(80), 2.0, 0.2, 7};
-  o.store_retry = milliseconds(20);
-  o.retry_jitter = 0;
-  return o;
-}
-
 bool mentions(const ReloadReport& r, std::string_view text) {
   return std::any_of(r.applied.begin(), r.applied.end(),
                      [&](const std::string& l) { return l.find(text) != std::string::npos; });
@@ -34,25 +26,13 @@ std::string joined(const ReloadReport& r) {
   return out;
 }
 
-class ReloadTest : public ::testing::Test {
+class ReloadTest : public EngineTest {
 protected:
-  std::unique_ptr<FakeSmtpServer> makeServer(FakeSmtpServer::Options o = {}) {
-    return loop.call([&] { return std::make_unique<FakeSmtpServer>(loop.loop(), o); });
-  }
-  uint16_t portOf(const std::unique_ptr<FakeSmtpServer>& s) {
-    return loop.call([&] { return s->port(); });
-  }
-
   // create() takes a reference: the fixture owns that first configuration until the first
   // reload, then drops it.
   void startEngine(config::Config c) {
     initial_ = std::make_unique<config::Config>(std::move(c));
-    engine = loop.call([&]() -> std::unique_ptr<DeliveryEngine> {
-      auto e = DeliveryEngine::create(loop.loop(), *initial_, store->store(), options);
-      EXPECT_TRUE(e.has_value()) << e.error().describe();
-      return e ? std::move(*e) : nullptr;
-    });
-    ASSERT_NE(engine, nullptr);
+    createEngine(*initial_);
   }
 
   // reconfigure(next), then the previous configuration is freed at once.
@@ -66,25 +46,6 @@ protected:
     return r;
   }
 
-  std::string submit(NewMessage m) {
-    QueuedMessage q = store->add(std::move(m));
-    loop.call([&] { engine->schedule(q); });
-    return q.id;
-  }
-
-  MailboxStatus status(const std::string& address = kRep) {
-    auto s = loop.call([&] { return engine->mailboxStatus(address); });
-    EXPECT_TRUE(s.has_value()) << address;
-    return s ? *s : MailboxStatus{};
-  }
-  bool statusIs(const std::function<bool(const MailboxStatus&)>& pred,
-                const std::string& address = kRep) {
-    return loop.eventually([&] {
-      auto s = engine->mailboxStatus(address);
-      return s && pred(*s);
-    });
-  }
-
   void TearDown() override {
     loop.call([&] {
       engine.reset();
@@ -96,14 +57,10 @@ protected:
     loop.stop();
   }
 
-  LoopThread loop;
-  std::unique_ptr<TestStore> store = std::make_unique<TestStore>(loop);
   std::unique_ptr<FakeSmtpServer> a;
   std::unique_ptr<FakeSmtpServer> b;
   std::unique_ptr<FakeSmtpServer> m365;
   std::unique_ptr<config::Config> initial_;
-  std::unique_ptr<DeliveryEngine> engine;
-  DeliveryOptions options = fastOptions();
 };
 
 TEST_F(ReloadTest, RelayHostChangedSendsTheNextMessagesToTheNewServer) {

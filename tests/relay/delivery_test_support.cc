@@ -539,4 +539,50 @@ const TestCert& testCert() {
   return cert;
 }
 
+DeliveryOptions fastOptions() {
+  DeliveryOptions o;
+  o.connect_backoff = net::BackoffOptions{std::chrono::milliseconds(10),
+                                          std::chrono::milliseconds(80), 2.0, 0.2, 7};
+  o.store_retry = std::chrono::milliseconds(20);
+  o.retry_jitter = 0;
+  return o;
+}
+
+std::unique_ptr<FakeSmtpServer> EngineTest::makeServer(FakeSmtpServer::Options o) {
+  return loop.call([&] { return std::make_unique<FakeSmtpServer>(loop.loop(), o); });
+}
+
+uint16_t EngineTest::portOf(const std::unique_ptr<FakeSmtpServer>& s) {
+  return loop.call([&] { return s->port(); });
+}
+
+void EngineTest::createEngine(const config::Config& config) {
+  engine = loop.call([&]() -> std::unique_ptr<DeliveryEngine> {
+    auto e = DeliveryEngine::create(loop.loop(), config, store->store(), options);
+    EXPECT_TRUE(e.has_value()) << e.error().describe();
+    return e ? std::move(*e) : nullptr;
+  });
+  ASSERT_NE(engine, nullptr);
+}
+
+std::string EngineTest::submit(NewMessage m) {
+  QueuedMessage q = store->add(std::move(m));
+  loop.call([&] { engine->schedule(q); });
+  return q.id;
+}
+
+MailboxStatus EngineTest::status(const std::string& address) {
+  auto s = loop.call([&] { return engine->mailboxStatus(address); });
+  EXPECT_TRUE(s.has_value()) << address;
+  return s ? *s : MailboxStatus{};
+}
+
+bool EngineTest::statusIs(const std::function<bool(const MailboxStatus&)>& pred,
+                          const std::string& address) {
+  return loop.eventually([&] {
+    auto s = engine->mailboxStatus(address);
+    return s && pred(*s);
+  });
+}
+
 } // namespace mailgate::relay::test

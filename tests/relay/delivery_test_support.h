@@ -8,6 +8,7 @@
 #include "net/connection.h"
 #include "net/listener.h"
 #include "net/loop.h"
+#include "relay/delivery_engine.h"
 #include "relay/queue_store.h"
 
 #include <chrono>
@@ -199,5 +200,31 @@ struct TestCert {
   std::string key;
 };
 const TestCert& testCert();
+
+// Short backoffs and no jitter, so that engine tests do not wait for production timers.
+DeliveryOptions fastOptions();
+
+// What the engine tests share: a loop thread, the real store, an engine and fake servers made on
+// the loop. Each fixture creates its engine (and owns the configuration it gives it).
+class EngineTest : public ::testing::Test {
+protected:
+  std::unique_ptr<FakeSmtpServer> makeServer(FakeSmtpServer::Options o = {});
+  uint16_t portOf(const std::unique_ptr<FakeSmtpServer>& s);
+  // Creates the engine over `config` (which must outlive it) with `options`; fails the test when
+  // create() fails.
+  void createEngine(const config::Config& config);
+  // Stores the message and hands it to the engine, as the submission server does; its id.
+  std::string submit(NewMessage m);
+  // The engine's status of `address` (a test failure when there is none).
+  MailboxStatus status(const std::string& address = "rep1@acme.example");
+  // Waits until the status of `address` satisfies `pred`.
+  bool statusIs(const std::function<bool(const MailboxStatus&)>& pred,
+                const std::string& address = "rep1@acme.example");
+
+  LoopThread loop;
+  std::unique_ptr<TestStore> store = std::make_unique<TestStore>(loop);
+  std::unique_ptr<DeliveryEngine> engine;
+  DeliveryOptions options = fastOptions();
+};
 
 } // namespace mailgate::relay::test
