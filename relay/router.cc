@@ -825,12 +825,6 @@ std::vector<std::pair<std::string, int64_t>> Router::probesDue() const {
   return out;
 }
 
-MailboxRouteView Router::viewOf(MailboxRoute& mb, int64_t now_ms) {
-  MailboxRouteView v;
-  fillView(mb, now_ms, v);
-  return v;
-}
-
 void Router::fillView(MailboxRoute& mb, int64_t now_ms, MailboxRouteView& v) {
   refresh(mb, now_ms);
   // Assignments, so that a view filled again reuses its strings' storage.
@@ -859,20 +853,20 @@ bool Router::viewInto(std::string_view address, int64_t now_ms, MailboxRouteView
 }
 
 std::optional<MailboxRouteView> Router::view(std::string_view address, int64_t now_ms) {
-  // Keys are lower case; most callers already pass that, and then nothing is allocated.
-  MailboxRoute* mb =
-      config::hasUpperAscii(address) ? find(config::lowerAscii(address)) : find(address);
-  if (mb == nullptr) {
+  MailboxRouteView v;
+  if (!viewInto(address, now_ms, v)) {
     return std::nullopt;
   }
-  return viewOf(*mb, now_ms);
+  return v;
 }
 
 void Router::forEachView(std::string_view tenant, int64_t now_ms,
                          const std::function<void(const MailboxRouteView&)>& fn) {
+  MailboxRouteView v; // refilled for each mailbox: its strings' storage is reused
   for (auto& [_, mb] : mailboxes_) {
     if (tenant.empty() || mb->tenant->id == tenant) {
-      fn(viewOf(*mb, now_ms));
+      fillView(*mb, now_ms, v);
+      fn(v);
     }
   }
 }

@@ -234,7 +234,6 @@ private:
                           std::string why);
   RouteDecision viaRelay(const QueuedMessage& msg, std::string_view relay, int64_t now_ms);
   void refresh(MailboxRoute& mb, int64_t now_ms);
-  MailboxRouteView viewOf(MailboxRoute& mb, int64_t now_ms);
   void fillView(MailboxRoute& mb, int64_t now_ms, MailboxRouteView& v);
   void setState(MailboxRoute& mb, RouteState state, int64_t until_ms, std::string reason,
                 std::string hint, std::string event_type, bool alert, int64_t now_ms);

@@ -63,26 +63,6 @@ std::optional<std::string> percentDecode(std::string_view text, bool plus_is_spa
   return out;
 }
 
-namespace {
-bool isParam(std::string_view segment) {
-  return segment.size() > 2 && segment.front() == '{' && segment.back() == '}';
-}
-
-// The same walk as matchPath, without building anything: most routes do not match.
-bool shapeMatches(std::string_view pattern, std::string_view path) {
-  std::size_t pp = 0;
-  std::size_t sp = 0;
-  while (pp < pattern.size() && sp < path.size()) {
-    const std::string_view want = nextSegment(pattern, pp);
-    const std::string_view have = nextSegment(path, sp);
-    if (isParam(want) ? have.empty() : want != have) {
-      return false;
-    }
-  }
-  return pp == pattern.size() && sp == path.size();
-}
-} // namespace
-
 std::optional<PathSegments> splitPath(std::string_view path) {
   if (path.empty() || path.front() != '/') {
     return std::nullopt;
@@ -96,29 +76,6 @@ std::optional<PathSegments> splitPath(std::string_view path) {
     out.items[out.count++] = nextSegment(path, pos);
   }
   return out;
-}
-
-std::optional<PathParams> matchPath(std::string_view pattern, std::string_view path) {
-  if (pattern.empty() || path.empty() || pattern.front() != '/' || path.front() != '/' ||
-      !shapeMatches(pattern, path)) {
-    return std::nullopt;
-  }
-  PathParams params;
-  params.reserve(2); // no route has more
-  std::size_t pp = 0;
-  std::size_t sp = 0;
-  while (pp < pattern.size() && sp < path.size()) {
-    const std::string_view want = nextSegment(pattern, pp);
-    const std::string_view have = nextSegment(path, sp);
-    if (isParam(want)) {
-      auto decoded = percentDecode(have, false);
-      if (!decoded) {
-        return std::nullopt;
-      }
-      params.emplace_back(std::string(want.substr(1, want.size() - 2)), std::move(*decoded));
-    }
-  }
-  return params;
 }
 
 std::optional<std::vector<std::pair<std::string, std::string>>> parseQuery(std::string_view query) {

@@ -30,9 +30,6 @@ template <typename Handler> struct Route {
 // space in queries). nullopt for a malformed escape or a decoded NUL, CR or LF.
 [[nodiscard]] std::optional<std::string> percentDecode(std::string_view text, bool plus_is_space);
 
-// Matches `path` against `pattern`; the parameters on success.
-[[nodiscard]] std::optional<PathParams> matchPath(std::string_view pattern, std::string_view path);
-
 // Query parameters in order; repeated names stay repeated. nullopt when an escape is malformed.
 [[nodiscard]] std::optional<std::vector<std::pair<std::string, std::string>>>
 parseQuery(std::string_view query);

@@ -999,9 +999,7 @@ TEST_F(ControlApiStoreTest, LastEventSeqMovesOnlyAfterACommitThatAddedEvents) {
   while (store->stats().pending_ops != 0) {
     std::this_thread::yield();
   }
-  // The batch is taken; the pause only makes it likely that the storage thread is blocked on the
-  // lock when we look. Nothing waits for it: the seq must be 1 at any moment before ROLLBACK.
-  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  // The batch is taken and cannot commit while the lock is held: the seq must still be 1.
   EXPECT_EQ(store->lastEventSeq(), 1);
   ASSERT_EQ(raw.exec("ROLLBACK"), SQLITE_OK);
   ASSERT_TRUE(q_.runUntil([&] { return sending.has_value(); }));
