@@ -24,7 +24,7 @@
 #include "relay/reload_report.h"
 #include "relay/router.h"
 #include "relay/smtp/protocol/client_session.h"
-#include "relay/token_source.h"
+#include "base/token_source.h"
 #include "relay/upstream_connection.h"
 
 #include <chrono>

@@ -16,7 +16,7 @@
 #include "net/timer.h"
 #include "net/tls_context.h"
 #include "relay/smtp/protocol/client_session.h"
-#include "relay/token_source.h"
+#include "base/token_source.h"
 
 #include <chrono>
 #include <cstddef>

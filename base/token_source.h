@@ -1,5 +1,6 @@
-// Where the delivery side gets an OAuth2 access token for SASL XOAUTH2. The OAuth2 token manager
-// (gateway/, its own issue) implements it; tests use a fixed token.
+// Where the SMTP delivery side and the IMAP sessions get an OAuth2 access token for SASL XOAUTH2.
+// The OAuth2 token manager (gateway/, its own issue) implements it; tests use a fixed token. In
+// base/ because relay/ and imap/ both take it and neither may depend on the other.
 #pragma once
 
 #include "base/error.h"
@@ -7,7 +8,7 @@
 
 #include <functional>
 
-namespace mailgate::relay {
+namespace mailgate {
 
 class TokenSource {
 public:
@@ -24,4 +25,4 @@ public:
   virtual void token(std::function<void(Result<Secret>)> done) = 0;
 };
 
-} // namespace mailgate::relay
+} // namespace mailgate
