@@ -3,7 +3,7 @@
 // codecs on the same bytes. Checks invariants, not just the absence of crashes.
 //
 // Input layout: byte 0 selects options, byte 1 seeds the chunk sizes, the rest is client bytes.
-#include "relay/smtp/protocol/base64.h"
+#include "base/base64.h"
 #include "relay/smtp/protocol/command.h"
 #include "relay/smtp/protocol/data_decoder.h"
 #include "relay/smtp/protocol/dot_stuffer.h"
@@ -152,10 +152,10 @@ void fuzzParsers(std::string_view in) {
     pos = nl + 1;
   }
 
-  if (auto decoded = smtp::base64Decode(in)) {
-    check(smtp::base64Encode(*decoded) == in);
+  if (auto decoded = mailgate::base64Decode(in)) {
+    check(mailgate::base64Encode(*decoded) == in);
   }
-  check(smtp::base64Decode(smtp::base64Encode(in)).value() == in);
+  check(mailgate::base64Decode(mailgate::base64Encode(in)).value() == in);
 
   // Whatever the message, its dot-stuffed form decodes back to the CRLF-normalised message and
   // ends exactly at the terminator.

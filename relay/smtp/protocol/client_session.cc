@@ -1,7 +1,7 @@
 #include "relay/smtp/protocol/client_session.h"
 
+#include "base/base64.h"
 #include "relay/smtp/protocol/address.h"
-#include "relay/smtp/protocol/base64.h"
 
 #include <algorithm>
 #include <utility>

@@ -1,6 +1,6 @@
 #include "relay/smtp/protocol/server_session.h"
 
-#include "relay/smtp/protocol/base64.h"
+#include "base/base64.h"
 #include "relay/smtp/protocol/reply.h"
 
 #include <algorithm>

@@ -1,4 +1,4 @@
-#include "relay/smtp/protocol/base64.h"
+#include "base/base64.h"
 #include "relay/smtp/protocol/client_session.h"
 
 #include <gtest/gtest.h>

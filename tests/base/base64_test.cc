@@ -1,8 +1,8 @@
-#include "relay/smtp/protocol/base64.h"
+#include "base/base64.h"
 
 #include <gtest/gtest.h>
 
-namespace mailgate::relay::smtp {
+namespace mailgate {
 namespace {
 
 TEST(Base64, EncodesRfc4648Vectors) {
@@ -42,10 +42,10 @@ TEST(Base64, RejectsNonCanonicalOrMalformedInput) {
     auto r = base64Decode(bad);
     EXPECT_FALSE(r.has_value()) << bad;
     if (!r) {
-      EXPECT_EQ(r.error().code, "smtp.base64");
+      EXPECT_EQ(r.error().code, "base64.invalid");
     }
   }
 }
 
 } // namespace
-} // namespace mailgate::relay::smtp
+} // namespace mailgate

@@ -1,9 +1,9 @@
-#include "relay/smtp/protocol/base64.h"
+#include "base/base64.h"
 
 #include <array>
 #include <cstdint>
 
-namespace mailgate::relay::smtp {
+namespace mailgate {
 namespace {
 
 constexpr std::string_view kAlphabet =
@@ -56,7 +56,7 @@ std::string base64Encode(std::string_view bytes) {
 
 Result<std::string> base64Decode(std::string_view text) {
   if (text.size() % 4 != 0) {
-    return fail("smtp.base64", "base64 length is not a multiple of four");
+    return fail("base64.invalid", "base64 length is not a multiple of four");
   }
   std::string out;
   out.reserve(text.size() / 4 * 3);
@@ -76,21 +76,21 @@ Result<std::string> base64Decode(std::string_view text) {
       }
       const std::int8_t d = kTable[static_cast<unsigned char>(text[i + k])];
       if (d < 0) {
-        return fail("smtp.base64", "invalid base64 character");
+        return fail("base64.invalid", "invalid base64 character");
       }
       v = (v << 6) | static_cast<std::uint32_t>(d);
     }
     out += static_cast<char>((v >> 16) & 0xff);
     if (pad == 2) {
       if ((v & 0xffff) != 0) {
-        return fail("smtp.base64", "non-canonical base64 padding bits");
+        return fail("base64.invalid", "non-canonical base64 padding bits");
       }
       break;
     }
     out += static_cast<char>((v >> 8) & 0xff);
     if (pad == 1) {
       if ((v & 0xff) != 0) {
-        return fail("smtp.base64", "non-canonical base64 padding bits");
+        return fail("base64.invalid", "non-canonical base64 padding bits");
       }
       break;
     }
@@ -99,4 +99,4 @@ Result<std::string> base64Decode(std::string_view text) {
   return out;
 }
 
-} // namespace mailgate::relay::smtp
+} // namespace mailgate
