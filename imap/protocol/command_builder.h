@@ -59,14 +59,21 @@ public:
 
   // The command, or the first problem: "imap.command" naming the argument that could not be sent.
   [[nodiscard]] Result<Command> build() &&;
+  // The same for a chain on a temporary ("CommandBuilder(t, "NOOP").atom(x).build()", where the
+  // chain yields an lvalue). Either form spends the builder: it must not be used afterwards.
+  [[nodiscard]] Result<Command> build() &;
 
 private:
   void separator();
+  // Records the first problem (later calls are then no-ops); never quotes the argument's bytes.
+  void refuse(std::string_view what);
+  CommandBuilder& appendLiteral(std::string_view bytes, bool binary);
   std::string tag_, name_;
   LiteralMode mode_;
   std::vector<std::string> chunks_;
   std::string redacted_;
   std::optional<Error> error_;
+  std::size_t arguments_ = 0; // for error messages: which argument was refused
 };
 
 // SASL-IR and AUTHENTICATE continuation answers are sent as one base64 line: this makes

@@ -62,14 +62,23 @@ public:
   void discardBuffered();
 
 private:
+  // Frames the buffered bytes from scan_ on: true when [consumed_, response_end) holds one whole
+  // response; false when more bytes are needed or framing failed (failed_ set).
+  bool frame(std::size_t& response_end);
+  void failWith(Error error);
+
   ParserLimits limits_;
+  // buffer_[consumed_, size) is unconsumed. The consumed prefix is dropped in feed() once it is
+  // at least half the buffer, so compaction costs O(1) amortised per byte.
   std::string buffer_;
-  std::size_t scan_ = 0; // how far buffer_ has been framed
+  std::size_t consumed_ = 0;
+  std::size_t scan_ = 0;       // how far buffer_ has been framed (absolute offset)
+  std::size_t line_start_ = 0; // start of the line being framed (absolute offset)
   std::optional<Error> failed_;
   // Framing state of the response being assembled (the parser resumes here on the next feed).
-  std::size_t response_end_ = 0;
-  uint64_t literal_remaining_ = 0;
-  uint64_t response_bytes_ = 0;
+  uint64_t literal_remaining_ = 0; // bytes of the current literal not yet framed
+  bool in_literal_ = false;
+  uint64_t response_bytes_ = 0; // framed bytes of the current response, lines and literals
 };
 
 } // namespace mailgate::imap::protocol
