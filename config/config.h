@@ -178,7 +178,7 @@ struct Mailbox {
   std::optional<MailboxAuth> auth;     // unset: not connected until connected through the API
   Upstream smtp;                       // effective: microsoft365.smtp with this mailbox's overrides
   Upstream imap;                       // effective: microsoft365.imap with this mailbox's overrides
-  std::uint32_t imap_max_sessions = 2; // imap.pool.max_sessions
+  std::uint32_t imap_max_sessions = 3; // imap.pool.max_sessions
   SyncMode sync = SyncMode::kTwoWay;   // default one_way for access: graph
 };
 
@@ -190,6 +190,9 @@ struct Tenant {
   std::uint32_t priority_reserve_percent = 10;
   OnDisconnect on_disconnect = OnDisconnect::kHold;
   std::string bcc_address; // empty: none
+  // imap.max_sessions: IMAP sessions open at once across all of the tenant's mailboxes (each
+  // mailbox still at most its own imap_max_sessions); unset: no tenant-wide cap.
+  std::optional<std::uint32_t> imap_max_sessions;
   std::vector<Mailbox> mailboxes;
 };
 

@@ -29,6 +29,8 @@ constexpr std::size_t kMaxSecretFileBytes = std::size_t{64} << 10;
 constexpr std::size_t kNodeBudget = 1'000'000;
 // Keeps --check-config output readable and bounded on a badly broken file.
 constexpr std::size_t kMaxDiagnostics = 1000;
+// imap.pool.max_sessions of a mailbox (why: readMailbox).
+constexpr std::uint32_t kMaxImapSessions = 16;
 
 using FilePtr = std::unique_ptr<std::FILE, decltype(&std::fclose)>;
 
@@ -899,7 +901,9 @@ void readMailbox(Reader& r, const Entry& e, const Microsoft365& m365, Mailbox& m
                     {"host", "port", "tls", "allow_self_signed", "ca_file", "pins", "pool"});
   readUpstream(r, imap, mb.imap, true);
   const Fields pool(r, imap.get("pool"), {"max_sessions"});
-  r.integer<std::uint32_t>(pool.get("max_sessions"), mb.imap_max_sessions, 1, 64);
+  // Microsoft 365 refuses logins past about 16-20 concurrent IMAP connections per mailbox, and
+  // other clients of the same mailbox (Outlook, phones) need some of them.
+  r.integer<std::uint32_t>(pool.get("max_sessions"), mb.imap_max_sessions, 1, kMaxImapSessions);
   mb.sync = mb.access == Access::kGraph ? SyncMode::kOneWay : SyncMode::kTwoWay;
   r.choice(f.get("sync"), mb.sync, kSyncModeNames);
 }
@@ -907,7 +911,7 @@ void readMailbox(Reader& r, const Entry& e, const Microsoft365& m365, Mailbox& m
 void readTenant(Reader& r, const Entry& e, const Microsoft365& m365, Tenant& t) {
   const Fields f(r, &e,
                  {"id", "oauth", "limits", "fallback", "priority_reserve_percent", "on_disconnect",
-                  "bcc_address", "mailboxes"});
+                  "bcc_address", "imap", "mailboxes"});
   requiredStr(r, f, "id", t.id);
   if (const Entry* oauth = f.get("oauth")) {
     const Fields of(r, oauth, {"tenant_id", "client_id", "client_secret"});
@@ -923,6 +927,8 @@ void readTenant(Reader& r, const Entry& e, const Microsoft365& m365, Tenant& t) 
   r.integer<std::uint32_t>(f.get("priority_reserve_percent"), t.priority_reserve_percent, 0, 100);
   r.choice(f.get("on_disconnect"), t.on_disconnect, kOnDisconnectNames);
   r.str(f.get("bcc_address"), t.bcc_address);
+  const Fields imap(r, f.get("imap"), {"max_sessions"});
+  r.integer<std::uint32_t>(imap.get("max_sessions"), t.imap_max_sessions, 1, 100000);
   for (const Entry& item : r.items(f.get("mailboxes"))) {
     Mailbox mb;
     if (isMappingItem(r, item, "address, auth...")) {

@@ -18,13 +18,13 @@
 #pragma once
 
 #include "base/error.h"
+#include "base/token_source.h"
 #include "config/config.h"
 #include "net/backoff.h"
 #include "relay/queue_store.h"
 #include "relay/reload_report.h"
 #include "relay/router.h"
 #include "relay/smtp/protocol/client_session.h"
-#include "base/token_source.h"
 #include "relay/upstream_connection.h"
 
 #include <chrono>

@@ -10,13 +10,13 @@
 #pragma once
 
 #include "base/error.h"
+#include "base/token_source.h"
 #include "net/connection.h"
 #include "net/connector.h"
 #include "net/endpoint.h"
 #include "net/timer.h"
 #include "net/tls_context.h"
 #include "relay/smtp/protocol/client_session.h"
-#include "base/token_source.h"
 
 #include <chrono>
 #include <cstddef>

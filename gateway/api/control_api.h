@@ -13,12 +13,14 @@
 #include "gateway/api/api_server.h"
 #include "gateway/api/http_exchange.h"
 #include "gateway/store/sqlite_queue_store.h"
+#include "imap/mailbox_status.h"
 #include "relay/queue_store.h"
 
 #include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -57,6 +59,13 @@ struct ControlApiDeps {
   // untouched; its message holds every `FILE:LINE:COL: key: reason` line.
   std::function<Result<ReloadReport>()> reload;
   std::function<GatewayFigures()> figures;
+  // The IMAP side of a mailbox (its primary address as configured), for GET /v1/mailboxes and
+  // /metrics: true after filling `out`, false when the mailbox has no IMAP side. Null: no IMAP in
+  // this build or run, every mailbox shows "imap": {"state": "off", ...}. Called on the loop
+  // thread, once per mailbox rendered, so it must be cheap and must not allocate when it can
+  // help it: `out` is a reused object, reset to a default status before each call, and
+  // assigning into its strings keeps their storage.
+  std::function<bool(std::string_view address, imap::MailboxImapStatus& out)> imap_status;
   std::string version;
 };
 

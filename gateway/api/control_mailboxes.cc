@@ -1,8 +1,10 @@
 // /v1/mailboxes: what is connected, what is spent, where mail goes and why; manual failover and
-// failback. Everything is read from the delivery engine's memory: no store round trip.
+// failback. Everything is read from memory (the delivery engine's, and the IMAP pools' through
+// ControlApiDeps::imap_status): no store round trip.
 #include "config/values.h"
 #include "gateway/api/control_state.h"
 #include "gateway/store/json_writer.h"
+#include "imap/mailbox_status.h"
 #include "relay/delivery_engine.h"
 
 #include <fmt/format.h>
@@ -38,12 +40,57 @@ void optionalText(store::JsonWriter& w, std::string_view key, const std::string&
   }
 }
 
+// The "imap" object: always the same keys, so a client reads one shape whether or not the
+// mailbox has an IMAP side (without one it is the default status: "off", zeros and nulls).
+void writeImap(store::JsonWriter& w, const imap::MailboxImapStatus& s) {
+  w.key("imap").beginObject();
+  w.key("state").value(imap::poolStateName(s.state));
+  w.key("max_sessions").value(s.max_sessions);
+  w.key("sessions").beginObject();
+  w.key("open").value(s.sessions_open);
+  w.key("idle").value(s.sessions_idle);
+  w.key("busy").value(s.sessions_busy);
+  w.key("connecting").value(s.sessions_connecting);
+  w.endObject();
+  w.key("jobs_waiting").value(s.jobs_waiting);
+  optionalText(w, "sent_folder", s.sent_folder);
+  w.key("last_error");
+  if (!s.last_error_code.empty() || !s.last_error.empty()) {
+    w.beginObject();
+    w.key("code").value(s.last_error_code);
+    w.key("message").value(s.last_error);
+    optionalText(w, "hint", s.hint);
+    time(w, "at", s.last_error_at_ms);
+    w.endObject();
+  } else {
+    w.null();
+  }
+  time(w, "next_retry_at", s.next_retry_at_ms);
+  time(w, "connected_since", s.connected_since_ms);
+  w.key("logins").value(s.logins);
+  w.key("failures").value(s.failures);
+  w.endObject();
+}
+
 } // namespace
+
+bool ControlApi::State::fetchImap(std::string_view address) {
+  static const imap::MailboxImapStatus kNoImap;
+  // Copy-assigning the default clears every field of the reused object and keeps its strings'
+  // storage, so a provider that assigns into them allocates only when a text outgrows it.
+  scratch_imap = kNoImap;
+  if (deps.imap_status && deps.imap_status(address, scratch_imap)) {
+    return true;
+  }
+  scratch_imap = kNoImap; // a provider that said no may have written into it
+  return false;
+}
 
 // Written with the streaming writer, not a JSON tree: this is the answer a CRM polls for every
 // mailbox, and building the tree cost more than everything else in the request together.
 void ControlApi::State::writeMailbox(store::JsonWriter& w, const Directory& dir,
-                                     const relay::MailboxStatus& s) {
+                                     const relay::MailboxStatus& s,
+                                     const imap::MailboxImapStatus& imap) {
   const auto& v = s.route;
   const relay::policy::MailboxRef* ref = dir.senders->find(v.address);
   const config::Tenant* tenant = ref != nullptr ? ref->tenant : nullptr;
@@ -106,6 +153,7 @@ void ControlApi::State::writeMailbox(store::JsonWriter& w, const Directory& dir,
   w.key("waiting").value(s.waiting);
   w.key("in_flight").value(s.in_flight);
   w.endObject();
+  writeImap(w, imap);
   w.key("last_error");
   if (s.last_error) {
     w.beginObject();
@@ -155,13 +203,17 @@ void ControlApi::State::replyMailbox(const CallPtr& call, const relay::MailboxSt
     mailbox_cache.clear();
     mailbox_cache_dir = call->directory.get();
   }
+  fetchImap(s.route.address);
+  const imap::MailboxImapStatus& imap = scratch_imap;
   auto it = mailbox_cache.find(s.route.address);
-  if (it == mailbox_cache.end() || !sameRendering(it->second.status, s)) {
-    store::JsonWriter w(1024);
-    writeMailbox(w, *call->directory, s);
+  if (it == mailbox_cache.end() || !sameRendering(it->second.status, s) ||
+      it->second.imap != imap) {
+    store::JsonWriter w(1536);
+    writeMailbox(w, *call->directory, s, imap);
     it = mailbox_cache
-             .insert_or_assign(s.route.address,
-                               RenderedMailbox{s, std::make_shared<const std::string>(w.take())})
+             .insert_or_assign(
+                 s.route.address,
+                 RenderedMailbox{s, imap, std::make_shared<const std::string>(w.take())})
              .first;
   }
   replyJsonShared(call, 200, it->second.json);
@@ -214,7 +266,8 @@ void ControlApi::State::getMailboxes(const CallPtr& call) {
           more = true;
           return;
         }
-        writeMailbox(w, *call->directory, s);
+        fetchImap(s.route.address);
+        writeMailbox(w, *call->directory, s, scratch_imap);
         ++count;
         last = std::move(key);
       },

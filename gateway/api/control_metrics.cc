@@ -2,8 +2,10 @@
 // store read per scrape.
 #include "gateway/api/control_state.h"
 #include "gateway/api/prometheus.h"
+#include "imap/mailbox_status.h"
 #include "relay/delivery_engine.h"
 
+#include <array>
 #include <string>
 
 namespace mailgate::api {
@@ -28,6 +30,7 @@ void ControlApi::State::getMetrics(const CallPtr& call) {
       w.sample("mailgate_queue_messages", {{"state", state}}, static_cast<double>(n));
     }
     self->writeDeliveryMetrics(w);
+    self->writeImapMetrics(w);
 
     const GatewayFigures f = self->deps.figures ? self->deps.figures() : GatewayFigures{};
     w.family("mailgate_connections", "gauge", "Open client connections, by listener.");
@@ -132,6 +135,69 @@ void ControlApi::State::writeDeliveryMetrics(PrometheusWriter& w) const {
   w.append(used.take());
   w.append(remaining.take());
   w.append(state.take());
+}
+
+namespace {
+
+// Every pool state, for the state set below (one sample per state, whatever the current one).
+constexpr std::array kPoolStates{imap::PoolState::kOff,       imap::PoolState::kConnecting,
+                                 imap::PoolState::kConnected, imap::PoolState::kThrottled,
+                                 imap::PoolState::kBackoff,   imap::PoolState::kDisconnected};
+
+} // namespace
+
+void ControlApi::State::writeImapMetrics(PrometheusWriter& w) {
+  // No IMAP in this build or run: no IMAP families at all, rather than a zero for every mailbox.
+  if (deps.delivery == nullptr || !deps.imap_status) {
+    return;
+  }
+  PrometheusWriter sessions;
+  PrometheusWriter state;
+  PrometheusWriter logins;
+  PrometheusWriter failures;
+  sessions.family("mailgate_imap_sessions", "gauge",
+                  "IMAP sessions of the mailbox's pool: open (logged in, every kind), of those "
+                  "idle (IDLE on INBOX) and busy (leased to a job), and connecting (connecting or "
+                  "logging in). open includes idle and busy: do not sum over state.");
+  state.family("mailgate_imap_pool_state", "gauge",
+               "State set of the mailbox's IMAP pool: 1 for the state it is in (off, connecting, "
+               "connected, throttled, backoff, disconnected), 0 for the others.");
+  logins.family("mailgate_imap_logins_total", "counter",
+                "Successful IMAP logins of the mailbox since start.");
+  failures.family("mailgate_imap_failures_total", "counter",
+                  "Failed IMAP session attempts (connect, TLS, login) of the mailbox since start.");
+  // One pass over the engine's mailboxes, like the delivery figures; a mailbox the provider says
+  // has no IMAP side (access: graph, for instance) has no IMAP series.
+  deps.delivery->forEachMailbox([&](const relay::MailboxStatus& m) {
+    const auto& v = m.route;
+    if (!fetchImap(v.address)) {
+      return;
+    }
+    const imap::MailboxImapStatus& s = scratch_imap;
+    const std::pair<std::string_view, uint32_t> counts[] = {{"open", s.sessions_open},
+                                                            {"idle", s.sessions_idle},
+                                                            {"busy", s.sessions_busy},
+                                                            {"connecting", s.sessions_connecting}};
+    for (const auto& [kind, n] : counts) {
+      sessions.sample("mailgate_imap_sessions",
+                      {{"tenant", v.tenant}, {"mailbox", v.address}, {"state", kind}},
+                      static_cast<double>(n));
+    }
+    for (const imap::PoolState ps : kPoolStates) {
+      state.sample(
+          "mailgate_imap_pool_state",
+          {{"tenant", v.tenant}, {"mailbox", v.address}, {"state", imap::poolStateName(ps)}},
+          ps == s.state ? 1.0 : 0.0);
+    }
+    logins.sample("mailgate_imap_logins_total", {{"tenant", v.tenant}, {"mailbox", v.address}},
+                  static_cast<double>(s.logins));
+    failures.sample("mailgate_imap_failures_total", {{"tenant", v.tenant}, {"mailbox", v.address}},
+                    static_cast<double>(s.failures));
+  });
+  w.append(sessions.take());
+  w.append(state.take());
+  w.append(logins.take());
+  w.append(failures.take());
 }
 
 } // namespace mailgate::api

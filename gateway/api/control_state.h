@@ -111,6 +111,7 @@ struct ControlApi::State : std::enable_shared_from_this<ControlApi::State> {
   void postReload(const CallPtr& call);
   void getMetrics(const CallPtr& call); // control_metrics.cc
   void writeDeliveryMetrics(PrometheusWriter& w) const;
+  void writeImapMetrics(PrometheusWriter& w);
   void getEvents(const CallPtr& call);  // control_events.cc
   void getMessage(const CallPtr& call); // control_messages.cc
   void getQueue(const CallPtr& call);
@@ -130,15 +131,21 @@ struct ControlApi::State : std::enable_shared_from_this<ControlApi::State> {
                       relay::MailboxStatus* status);
   void replyMailbox(const CallPtr& call, const relay::MailboxStatus& s);
   // The last JSON of each mailbox asked for, while the directory it was rendered under is
-  // current (replyMailbox). At most kMailboxCacheMax entries (~1 KiB each); then it starts over.
+  // current (replyMailbox). At most kMailboxCacheMax entries (~1.5 KiB each); then it starts
+  // over.
   struct RenderedMailbox {
     relay::MailboxStatus status;
+    imap::MailboxImapStatus imap;
     std::shared_ptr<const std::string> json; // shared with answers still being sent
   };
   static constexpr std::size_t kMailboxCacheMax = 4096;
   std::unordered_map<std::string, RenderedMailbox> mailbox_cache;
   const Directory* mailbox_cache_dir = nullptr;
   relay::MailboxStatus scratch_status; // getMailbox's, refilled per request
+  // Fills scratch_imap with the IMAP side of `address` (deps.imap_status) and says whether there
+  // is one; without one scratch_imap holds the default status ("off", zeros, empty texts).
+  bool fetchImap(std::string_view address);
+  imap::MailboxImapStatus scratch_imap; // refilled by every fetchImap(), storage reused
   // An answer whose JSON text is already written.
   void replyJsonText(const CallPtr& call, int status, std::string json, HttpHeaders extra = {});
   void replyJsonShared(const CallPtr& call, int status, std::shared_ptr<const std::string> json);
@@ -150,7 +157,7 @@ struct ControlApi::State : std::enable_shared_from_this<ControlApi::State> {
   // Who may send as whom, for the current configuration (rebuilt on reconfigure).
   std::shared_ptr<const Directory> directory;
   static void writeMailbox(store::JsonWriter& w, const Directory& dir,
-                           const relay::MailboxStatus& s);
+                           const relay::MailboxStatus& s, const imap::MailboxImapStatus& imap);
   void rebuildDirectory();
   // Large submissions being composed on the worker, by job id (their calls wait here, on the
   // loop thread).

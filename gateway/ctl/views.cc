@@ -73,6 +73,43 @@ std::string countsLine(const Json& counts) {
   return out;
 }
 
+// The mailbox's IMAP pool (docs/api.md, "imap"): one line for the state and sessions, then only
+// what is there to say. A server without the object shows "imap: -"; a pool that is off, one line.
+void addImap(KeyValueBlock& b, const Json& m) {
+  const Json* imap = at(m, {"imap"});
+  if (!present(imap) || !imap->is_object()) {
+    b.add("imap", "-");
+    return;
+  }
+  const std::string state = text(*imap, {"state"});
+  if (state == "off") {
+    b.add("imap", "off");
+    return;
+  }
+  b.add("imap",
+        fmt::format("{}: {} of {} sessions open ({} idle, {} busy), {} connecting, "
+                    "{} jobs waiting",
+                    state, text(*imap, {"sessions", "open"}), text(*imap, {"max_sessions"}),
+                    text(*imap, {"sessions", "idle"}), text(*imap, {"sessions", "busy"}),
+                    text(*imap, {"sessions", "connecting"}), text(*imap, {"jobs_waiting"})));
+  b.add("imap sent folder", text(*imap, {"sent_folder"}));
+  if (present(at(*imap, {"connected_since"}))) {
+    b.add("imap connected", "since " + text(*imap, {"connected_since"}));
+  }
+  if (present(at(*imap, {"last_error"}))) {
+    const std::string code = text(*imap, {"last_error", "code"});
+    const std::string message = text(*imap, {"last_error", "message"});
+    b.add("imap last error", code == "-" || code.empty() ? message : code + ": " + message);
+    b.add("imap error hint", text(*imap, {"last_error", "hint"}));
+    b.add("imap error time", text(*imap, {"last_error", "at"}));
+  }
+  if (present(at(*imap, {"next_retry_at"}))) {
+    b.add("imap next retry", text(*imap, {"next_retry_at"}));
+  }
+  b.add("imap logins",
+        fmt::format("{} ok, {} failed", text(*imap, {"logins"}), text(*imap, {"failures"})));
+}
+
 } // namespace
 
 std::string textOf(const Json* v) {
@@ -157,10 +194,12 @@ Result<std::string> renderMailboxTable(const Json& mailboxes, const RenderOption
   if (mailboxes.empty()) {
     return std::string("no mailboxes\n");
   }
-  TextTable t({"ADDRESS", "TENANT", "ROUTE", "USED/LIMIT", "REMAINING", "FREES_AT", "LAST_ERROR"});
+  TextTable t(
+      {"ADDRESS", "TENANT", "ROUTE", "IMAP", "USED/LIMIT", "REMAINING", "FREES_AT", "LAST_ERROR"});
   for (const auto& m : mailboxes) {
     t.addRow({text(m, {"address"}), text(m, {"tenant"}), text(m, {"route", "state"}),
-              usedOverLimit(m), text(m, {"ledger", "recipients", "remaining"}),
+              text(m, {"imap", "state"}), usedOverLimit(m),
+              text(m, {"ledger", "recipients", "remaining"}),
               text(m, {"ledger", "recipients", "frees_at"}), text(m, {"last_error", "message"})});
   }
   return t.render(o.line_width);
@@ -215,6 +254,7 @@ Result<std::string> renderMailbox(const Json& m) {
                               text(m, {"smtp", "max_connections"}), text(m, {"smtp", "waiting"}),
                               text(m, {"smtp", "in_flight"})));
   }
+  addImap(b, m);
   if (present(at(m, {"last_error"}))) {
     b.add("last error", text(m, {"last_error", "message"}));
     b.add("last error hint", text(m, {"last_error", "hint"}));

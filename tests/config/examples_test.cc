@@ -134,6 +134,9 @@ TEST(Examples, FullYamlLoads) {
   EXPECT_EQ(acme->mailboxes[1].auth->refresh_token->reveal(), "rep2-refresh");
   EXPECT_EQ(acme->mailboxes[2].imap.port, 993);
   EXPECT_TRUE(acme->mailboxes[2].imap.allow_self_signed);
+  EXPECT_EQ(acme->imap_max_sessions, std::optional<std::uint32_t>(50));
+  EXPECT_EQ(acme->mailboxes[0].imap_max_sessions, 3U);
+  EXPECT_EQ(acme->mailboxes[2].imap_max_sessions, 3U); // the default
 }
 
 } // namespace

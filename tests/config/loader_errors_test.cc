@@ -66,6 +66,40 @@ tenants:
                           "and 100"));
 }
 
+TEST(LoaderErrors, ImapSessionCapsOutOfRange) {
+  EXPECT_THAT(diagnose(R"(tenants:
+  - id: acme
+    imap: {max_sessions: 0}
+    mailboxes:
+      - address: rep1@acme.example
+        imap: {pool: {max_sessions: 17}}
+      - address: rep2@acme.example
+        imap:
+          pool:
+            max_sessions: 0
+  - id: beta
+    imap:
+      max_sessions: 100001
+      pool: {max_sessions: 3}
+)"),
+              ElementsAre("t.yaml:3:26: tenants[0].imap.max_sessions: must be between 1 and "
+                          "100000",
+                          "t.yaml:6:37: tenants[0].mailboxes[0].imap.pool.max_sessions: must be "
+                          "between 1 and 16",
+                          "t.yaml:10:27: tenants[0].mailboxes[1].imap.pool.max_sessions: must "
+                          "be between 1 and 16",
+                          "t.yaml:13:21: tenants[1].imap.max_sessions: must be between 1 and "
+                          "100000",
+                          "t.yaml:14:7: tenants[1].imap.pool: unknown key (expected one of: "
+                          "max_sessions)"));
+  EXPECT_THAT(diagnose("tenants:\n  - id: acme\n    imap: {max_sessions: many}\n"),
+              ElementsAre("t.yaml:3:26: tenants[0].imap.max_sessions: expected an integer, got "
+                          "'many'"));
+  EXPECT_THAT(diagnose("tenants:\n  - id: acme\n    imap: 5\n"),
+              ElementsAre("t.yaml:3:11: tenants[0].imap: expected a mapping (key: value), got a "
+                          "scalar"));
+}
+
 TEST(LoaderErrors, BadEnums) {
   EXPECT_THAT(diagnose(R"(storage:
   backend: postgres

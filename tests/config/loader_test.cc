@@ -247,9 +247,41 @@ tenants:
   EXPECT_EQ(rep2.smtp.port, 587);
   EXPECT_EQ(rep2.imap.port, 1993);
   EXPECT_EQ(rep2.imap.tls, TlsMode::kImplicit);
-  EXPECT_EQ(rep2.imap_max_sessions, 2U);
+  EXPECT_EQ(rep2.imap_max_sessions, 3U);
   EXPECT_EQ(rep2.sync, SyncMode::kNone);
   EXPECT_FALSE(rep2.auth.has_value());
+}
+
+TEST(Loader, ImapSessionCapsOfMailboxesAndTenants) {
+  const Config c = mustLoad(R"(tenants:
+  - id: acme
+    imap: {max_sessions: 40}
+    mailboxes:
+      - address: rep1@acme.example
+      - address: rep2@acme.example
+        imap: {pool: {max_sessions: 16}}
+      - address: rep3@acme.example
+        imap: {pool: {max_sessions: 1}}
+  - id: beta
+    mailboxes:
+      - address: rep@beta.example
+  - id: gamma
+    imap: {max_sessions: 100000}
+  - id: delta
+    imap: {}
+)");
+  const Tenant* acme = c.findTenant("acme");
+  ASSERT_NE(acme, nullptr);
+  EXPECT_EQ(acme->imap_max_sessions, std::optional<std::uint32_t>(40));
+  EXPECT_EQ(acme->mailboxes.at(0).imap_max_sessions, 3U); // the default
+  EXPECT_EQ(acme->mailboxes.at(1).imap_max_sessions, 16U);
+  EXPECT_EQ(acme->mailboxes.at(2).imap_max_sessions, 1U);
+  const Tenant* beta = c.findTenant("beta");
+  EXPECT_FALSE(beta->imap_max_sessions.has_value()); // unset: no tenant-wide cap
+  EXPECT_EQ(beta->mailboxes.at(0).imap_max_sessions, 3U);
+  EXPECT_EQ(c.findTenant("gamma")->imap_max_sessions, std::optional<std::uint32_t>(100000));
+  EXPECT_FALSE(c.findTenant("delta")->imap_max_sessions.has_value());
+  EXPECT_EQ(c.source.find("tenants[0].imap.max_sessions").line, 3);
 }
 
 TEST(Loader, GraphMailboxSyncsOneWayByDefault) {

@@ -6,6 +6,7 @@
 #include "gateway/api/http_server_session.h"
 #include "gateway/api/openapi_document.h"
 #include "gateway/store/sqlite_queue_store.h"
+#include "imap/mailbox_status.h"
 #include "net/loop.h"
 #include "net/timer.h"
 #include "relay/delivery_engine.h"
@@ -17,6 +18,7 @@
 #include <filesystem>
 #include <future>
 #include <gtest/gtest.h>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
@@ -44,6 +46,7 @@ relays:
 tenants:
   - id: acme
     fallback: [default]
+    imap: {max_sessions: 10}
     mailboxes:
       - {address: rep1@acme.example, aliases: [sales@acme.example]}
   - id: globex
@@ -75,6 +78,18 @@ protected:
       deps.store = store_.get();
       deps.delivery = engine_.get();
       deps.version = "test";
+      if (with_imap_) {
+        // The fake IMAP side: the statuses the test chose, by address (loop thread only).
+        deps.imap_status = [this](std::string_view address, imap::MailboxImapStatus& out) {
+          ++imap_calls_;
+          const auto it = imap_.find(std::string(address));
+          if (it == imap_.end()) {
+            return false;
+          }
+          out = it->second;
+          return true;
+        };
+      }
       deps.reload = [this]() -> Result<ReloadReport> {
         if (reload_error_) {
           return std::unexpected(*reload_error_);
@@ -143,6 +158,9 @@ protected:
   std::unique_ptr<ControlApi> api_;
   std::vector<std::shared_ptr<HttpServerSession>> sessions_;
   std::optional<Error> reload_error_;
+  bool with_imap_ = false; // set before SetUp: give the API an IMAP status provider
+  std::map<std::string, imap::MailboxImapStatus> imap_;
+  int imap_calls_ = 0;
 };
 
 constexpr std::string_view kAdmin = "admin-secret-0001";
@@ -365,6 +383,169 @@ TEST_F(ControlApiTest, MetricsAreValidPrometheusText) {
     ASSERT_NE(name_end, std::string::npos) << line;
     EXPECT_TRUE(typed.count(line.substr(0, name_end))) << "sample before its TYPE: " << line;
   }
+}
+
+// Without an IMAP provider (the daemon today) every mailbox still has the whole "imap" object,
+// in its "off" form, and /metrics has no IMAP families.
+nlohmann::json offImap() {
+  return nlohmann::json::parse(R"({"state": "off", "max_sessions": 0,
+      "sessions": {"open": 0, "idle": 0, "busy": 0, "connecting": 0}, "jobs_waiting": 0,
+      "sent_folder": null, "last_error": null, "next_retry_at": null, "connected_since": null,
+      "logins": 0, "failures": 0})");
+}
+
+TEST_F(ControlApiTest, WithoutAnImapProviderEveryMailboxShowsImapOff) {
+  const auto one = json(request("GET", "/v1/mailboxes/rep1@acme.example", std::string(kAdmin)));
+  EXPECT_EQ(one["imap"], offImap());
+  const auto list = json(request("GET", "/v1/mailboxes", std::string(kAdmin)));
+  ASSERT_EQ(list["mailboxes"].size(), 2u);
+  for (const auto& m : list["mailboxes"]) {
+    EXPECT_EQ(m["imap"], offImap()) << m["address"];
+  }
+  const auto metrics = request("GET", "/metrics", std::string(kAdmin));
+  ASSERT_EQ(metrics.status, 200);
+  EXPECT_EQ(metrics.body.find("mailgate_imap_"), std::string::npos);
+  // The tenant-wide cap shows under /v1/tenants (null: none).
+  const auto tenants = json(request("GET", "/v1/tenants", std::string(kAdmin)));
+  ASSERT_EQ(tenants["tenants"].size(), 2u);
+  for (const auto& t : tenants["tenants"]) {
+    EXPECT_EQ(t["imap"]["max_sessions"],
+              t["id"] == "acme" ? nlohmann::json(10) : nlohmann::json(nullptr));
+  }
+}
+
+TEST(PoolStateName, EveryStateHasItsDocumentedName) {
+  EXPECT_EQ(imap::poolStateName(imap::PoolState::kOff), "off");
+  EXPECT_EQ(imap::poolStateName(imap::PoolState::kConnecting), "connecting");
+  EXPECT_EQ(imap::poolStateName(imap::PoolState::kConnected), "connected");
+  EXPECT_EQ(imap::poolStateName(imap::PoolState::kThrottled), "throttled");
+  EXPECT_EQ(imap::poolStateName(imap::PoolState::kBackoff), "backoff");
+  EXPECT_EQ(imap::poolStateName(imap::PoolState::kDisconnected), "disconnected");
+}
+
+class ControlApiImapTest : public ControlApiTest {
+protected:
+  ControlApiImapTest() {
+    with_imap_ = true;
+    imap::MailboxImapStatus s;
+    s.state = imap::PoolState::kConnected;
+    s.max_sessions = 3;
+    s.sessions_open = 2;
+    s.sessions_idle = 1;
+    s.sessions_busy = 1;
+    s.sessions_connecting = 1;
+    s.jobs_waiting = 4;
+    s.sent_folder = "Gesendete Elemente";
+    s.last_error_code = "imap.throttled";
+    s.last_error = "NO [LIMIT] too many connections";
+    s.hint = "close other IMAP clients of this mailbox";
+    s.last_error_at_ms = 1796292000000;   // 2026-12-03T10:00:00Z
+    s.next_retry_at_ms = 1796292300000;   // 2026-12-03T10:05:00Z
+    s.connected_since_ms = 1796284805000; // 2026-12-03T08:00:05Z
+    s.logins = 7;
+    s.failures = 2;
+    imap_["rep1@acme.example"] = s; // rep@globex.example has no IMAP side
+  }
+
+  // Changes rep1's status on the loop thread, where the provider reads it.
+  void setRep1(const std::function<void(imap::MailboxImapStatus&)>& change) {
+    loop_.call([&] { change(imap_["rep1@acme.example"]); });
+  }
+};
+
+TEST_F(ControlApiImapTest, AMailboxShowsItsImapPool) {
+  const auto r = request("GET", "/v1/mailboxes/rep1@acme.example", std::string(kAcmeReader));
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(json(r)["imap"], nlohmann::json::parse(R"({"state": "connected", "max_sessions": 3,
+      "sessions": {"open": 2, "idle": 1, "busy": 1, "connecting": 1}, "jobs_waiting": 4,
+      "sent_folder": "Gesendete Elemente",
+      "last_error": {"code": "imap.throttled", "message": "NO [LIMIT] too many connections",
+                     "hint": "close other IMAP clients of this mailbox",
+                     "at": "2026-12-03T10:00:00.000Z"},
+      "next_retry_at": "2026-12-03T10:05:00.000Z", "connected_since": "2026-12-03T08:00:05.000Z",
+      "logins": 7, "failures": 2})"));
+  // The SMTP side's own fields are still there, before it.
+  EXPECT_TRUE(json(r).contains("smtp"));
+  EXPECT_TRUE(json(r).contains("last_error"));
+  // A mailbox the provider says has no IMAP side looks like one without a provider.
+  const auto globex = request("GET", "/v1/mailboxes/rep@globex.example", std::string(kAdmin));
+  ASSERT_EQ(globex.status, 200);
+  EXPECT_EQ(json(globex)["imap"], offImap());
+  // The listing renders the same objects.
+  const auto list = json(request("GET", "/v1/mailboxes", std::string(kAdmin)));
+  ASSERT_EQ(list["mailboxes"].size(), 2u);
+  for (const auto& m : list["mailboxes"]) {
+    EXPECT_EQ(m["imap"], m["address"] == "rep1@acme.example" ? json(r)["imap"] : offImap());
+  }
+}
+
+TEST_F(ControlApiImapTest, TextsLeftEmptyAreNullAndStatesHaveTheirNames) {
+  setRep1([](imap::MailboxImapStatus& s) {
+    s = imap::MailboxImapStatus{};
+    s.state = imap::PoolState::kBackoff;
+    s.last_error = "connection refused"; // no code, hint or time
+  });
+  const auto imap =
+      json(request("GET", "/v1/mailboxes/rep1@acme.example", std::string(kAdmin)))["imap"];
+  EXPECT_EQ(imap["state"], "backoff");
+  EXPECT_TRUE(imap["sent_folder"].is_null());
+  EXPECT_EQ(imap["last_error"], nlohmann::json::parse(R"({"code": "", "message":
+      "connection refused", "hint": null, "at": null})"));
+  EXPECT_TRUE(imap["next_retry_at"].is_null());
+  EXPECT_TRUE(imap["connected_since"].is_null());
+}
+
+TEST_F(ControlApiImapTest, AChangedImapStatusIsNeverAnsweredFromTheCache) {
+  const std::string path = "/v1/mailboxes/rep1@acme.example";
+  const auto first = json(request("GET", path, std::string(kAcmeReader)));
+  EXPECT_EQ(json(request("GET", path, std::string(kAcmeReader))), first); // from the cache
+  // Every kind of field: a count, the state, a text, a time.
+  setRep1([](imap::MailboxImapStatus& s) { s.sessions_busy = 0; });
+  const auto busy = json(request("GET", path, std::string(kAcmeReader)));
+  EXPECT_EQ(busy["imap"]["sessions"]["busy"], 0);
+  setRep1([](imap::MailboxImapStatus& s) { s.state = imap::PoolState::kThrottled; });
+  EXPECT_EQ(json(request("GET", path, std::string(kAcmeReader)))["imap"]["state"], "throttled");
+  setRep1([](imap::MailboxImapStatus& s) { s.hint = "wait"; });
+  EXPECT_EQ(json(request("GET", path, std::string(kAcmeReader)))["imap"]["last_error"]["hint"],
+            "wait");
+  setRep1([](imap::MailboxImapStatus& s) { s.next_retry_at_ms = 0; });
+  EXPECT_TRUE(
+      json(request("GET", path, std::string(kAcmeReader)))["imap"]["next_retry_at"].is_null());
+  // The mailbox loses its IMAP side.
+  loop_.call([&] { imap_.erase("rep1@acme.example"); });
+  EXPECT_EQ(json(request("GET", path, std::string(kAcmeReader)))["imap"], offImap());
+  // The provider is asked once per answer, cached or not.
+  EXPECT_GE(loop_.call([&] { return imap_calls_; }), 7);
+}
+
+TEST_F(ControlApiImapTest, MetricsHaveTheImapFamiliesPerMailbox) {
+  const auto r = request("GET", "/metrics", std::string(kAdmin));
+  ASSERT_EQ(r.status, 200);
+  const std::string labels = R"(tenant="acme",mailbox="rep1@acme.example")";
+  const std::vector<std::string> lines = {
+      "# TYPE mailgate_imap_sessions gauge\n",
+      "mailgate_imap_sessions{" + labels + R"(,state="open"} 2)" + "\n",
+      "mailgate_imap_sessions{" + labels + R"(,state="idle"} 1)" + "\n",
+      "mailgate_imap_sessions{" + labels + R"(,state="busy"} 1)" + "\n",
+      "mailgate_imap_sessions{" + labels + R"(,state="connecting"} 1)" + "\n",
+      "# TYPE mailgate_imap_pool_state gauge\n",
+      "mailgate_imap_pool_state{" + labels + R"(,state="off"} 0)" + "\n",
+      "mailgate_imap_pool_state{" + labels + R"(,state="connecting"} 0)" + "\n",
+      "mailgate_imap_pool_state{" + labels + R"(,state="connected"} 1)" + "\n",
+      "mailgate_imap_pool_state{" + labels + R"(,state="throttled"} 0)" + "\n",
+      "mailgate_imap_pool_state{" + labels + R"(,state="backoff"} 0)" + "\n",
+      "mailgate_imap_pool_state{" + labels + R"(,state="disconnected"} 0)" + "\n",
+      "# TYPE mailgate_imap_logins_total counter\n",
+      "mailgate_imap_logins_total{" + labels + "} 7\n",
+      "# TYPE mailgate_imap_failures_total counter\n",
+      "mailgate_imap_failures_total{" + labels + "} 2\n",
+  };
+  for (const std::string& line : lines) {
+    EXPECT_NE(r.body.find(line), std::string::npos) << line << r.body;
+  }
+  // No IMAP side, no IMAP series.
+  EXPECT_EQ(r.body.find(R"(mailgate_imap_sessions{tenant="globex")"), std::string::npos);
+  EXPECT_EQ(r.body.find(R"(mailgate_imap_pool_state{tenant="globex")"), std::string::npos);
 }
 
 } // namespace

@@ -39,13 +39,13 @@ TEST(Views, MailboxTable) {
   auto out = renderMailboxTable(page["mailboxes"], {});
   ASSERT_TRUE(out.has_value());
   EXPECT_EQ(*out,
-            "ADDRESS            TENANT  ROUTE         USED/LIMIT  REMAINING  FREES_AT         "
-            "         LAST_ERROR\n"
-            "rep1@acme.example  acme    exhausted     9950/10000  50         "
+            "ADDRESS            TENANT  ROUTE         IMAP       USED/LIMIT  REMAINING  FREES_AT"
+            "                  LAST_ERROR\n"
+            "rep1@acme.example  acme    exhausted     connected  9950/10000  50         "
             "2026-12-04T09:12:00.000Z  554 5.2.0 "
             "STOREDRV.Submission.Exception:SubmissionQuotaExce\u2026\n"
-            "rep2@acme.example  acme    unconfigured  0/-         -          -              "
-            "           -\n");
+            "rep2@acme.example  acme    unconfigured  off        0/-         -          -      "
+            "                   -\n");
   EXPECT_EQ(*renderMailboxTable(Json::array(), {}), "no mailboxes\n");
   EXPECT_FALSE(renderMailboxTable(Json::object(), {}).has_value());
 }
@@ -73,6 +73,11 @@ TEST(Views, MailboxBlock) {
             "recipients/message: 500\n"
             "exhausted until:    2026-12-04T09:12:00.000Z\n"
             "smtp:               1 connections (0 busy, max 3), 4 waiting, 0 in flight\n"
+            "imap:               connected: 2 of 3 sessions open (1 idle, 1 busy), 0 connecting, 0 "
+            "jobs waiting\n"
+            "imap sent folder:   Sent Items\n"
+            "imap connected:     since 2026-12-03T08:00:05.000Z\n"
+            "imap logins:        2 ok, 0 failed\n"
             "last error:         554 5.2.0 quota exceeded\n"
             "last error hint:    wait for the window to free\n"
             "last error time:    2026-12-03T09:12:00.000Z\n");
@@ -92,6 +97,51 @@ TEST(Views, MailboxBlockWithAManualFailoverAndNoError) {
   EXPECT_EQ(out->find("route until"), std::string::npos);
   EXPECT_NE(out->find("manual failover:    by API token ops since T\n"), std::string::npos);
   EXPECT_NE(out->find("last error:         none\n"), std::string::npos);
+}
+
+TEST(Views, MailboxBlockWithADisconnectedImapPool) {
+  Json m = load("mailbox.json");
+  m["imap"] = {{"state", "disconnected"},
+               {"max_sessions", 3},
+               {"sessions", {{"open", 0}, {"idle", 0}, {"busy", 0}, {"connecting", 0}}},
+               {"jobs_waiting", 2},
+               {"sent_folder", nullptr},
+               {"last_error",
+                {{"code", "imap.auth"},
+                 {"message", "NO LOGIN failed."},
+                 {"hint", "enable IMAP for the mailbox in the Microsoft 365 admin center"},
+                 {"at", "2026-12-03T09:00:00.000Z"}}},
+               {"next_retry_at", "2026-12-03T09:05:00.000Z"},
+               {"connected_since", nullptr},
+               {"logins", 0},
+               {"failures", 4}};
+  auto out = renderMailbox(m);
+  ASSERT_TRUE(out.has_value());
+  EXPECT_NE(out->find("imap:               disconnected: 0 of 3 sessions open (0 idle, 0 busy), 0 "
+                      "connecting, 2 jobs waiting\n"
+                      "imap sent folder:   -\n"
+                      "imap last error:    imap.auth: NO LOGIN failed.\n"
+                      "imap error hint:    enable IMAP for the mailbox in the Microsoft 365 admin "
+                      "center\n"
+                      "imap error time:    2026-12-03T09:00:00.000Z\n"
+                      "imap next retry:    2026-12-03T09:05:00.000Z\n"
+                      "imap logins:        0 ok, 4 failed\n"),
+            std::string::npos)
+      << *out;
+  EXPECT_EQ(out->find("imap connected"), std::string::npos);
+}
+
+TEST(Views, MailboxBlockWithoutImapSaysOffOrNothing) {
+  Json m = load("mailbox.json");
+  m["imap"]["state"] = "off";
+  auto off = renderMailbox(m);
+  ASSERT_TRUE(off.has_value());
+  EXPECT_NE(off->find("\nimap:               off\nlast error:"), std::string::npos) << *off;
+  EXPECT_EQ(off->find("imap sent folder"), std::string::npos);
+  m.erase("imap"); // an older server
+  auto older = renderMailbox(m);
+  ASSERT_TRUE(older.has_value());
+  EXPECT_NE(older->find("\nimap:               -\nlast error:"), std::string::npos) << *older;
 }
 
 TEST(Views, QueueTableAndCounts) {
