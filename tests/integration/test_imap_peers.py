@@ -4,6 +4,7 @@ imaplib/raw sockets against the Microsoft 365 stand-in (tests/fakes/imap_standin
 not involved.
 """
 import base64
+import contextlib
 import imaplib
 import pathlib
 import socket
@@ -109,10 +110,13 @@ class DovecotTest(unittest.TestCase):
 
     @staticmethod
     def _logout(client):
+        if client.state == "LOGOUT":
+            return
         try:
             client.logout()
         except (imaplib.IMAP4.error, OSError):
-            client.shutdown()  # the server is gone (kill9 test)
+            with contextlib.suppress(OSError):
+                client.shutdown()  # the server is gone (kill9 test)
 
     def capability_after_login(self, dc):
         typ, data = self.login(dc).capability()
