@@ -14,6 +14,7 @@ POST /reset (counters back to zero).
 """
 import argparse
 import asyncio
+import asyncio.sslproto
 import base64
 import binascii
 import json
@@ -47,6 +48,10 @@ MODES = ("ok", "throttle", "throttleselect", "unavailable", "bye", "notconnected
 # Modes that act before anybody logs in: only the command-line flag (or POST /mode without a
 # user) can choose them.
 PRELOGIN_MODES = ("silent", "slowgreeting")
+
+# asyncio's TLS transport gives every connection a 256 KiB read buffer (Python 3.11): most of a
+# session's memory. One TLS record is at most 16 KiB, so that is all a session needs.
+asyncio.sslproto.SSLProtocol.max_size = 16 * 1024
 
 MAX_LINE = 65536        # a longer command line ends the session
 MAX_LITERAL = 1 << 20   # a client literal above 1 MiB is refused
