@@ -54,9 +54,9 @@ def _kill_all():
 atexit.register(_kill_all)
 
 
-def _children(pid):
-    """PIDs whose parent is pid (from /proc)."""
-    found = []
+def _descendants(pid):
+    """PIDs of every process below pid, from one scan of /proc."""
+    parents = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -67,8 +67,12 @@ def _children(pid):
             continue
         # The command name (2nd field) may hold spaces or parentheses: fields follow the last ')'.
         fields = stat[stat.rindex(b")") + 2:].split()
-        if int(fields[1]) == pid:
-            found.append(int(entry))
+        parents.setdefault(int(fields[1]), []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        kids = parents.get(todo.pop(), [])
+        found += kids
+        todo += kids
     return found
 
 
@@ -306,10 +310,10 @@ service anvil {{
         return self
 
     def pids(self):
-        """The master and its children (login, imap, auth, ... processes)."""
+        """The master and every process below it (login, imap, auth, ... processes)."""
         if self.proc is None or self.proc.poll() is not None:
             return []
-        return [self.proc.pid] + _children(self.proc.pid)
+        return [self.proc.pid] + _descendants(self.proc.pid)
 
     def stop(self, timeout=10.0):
         """SIGTERM to the master (it stops its children), then waits; SIGKILL if it hangs."""

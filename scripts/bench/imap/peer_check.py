@@ -25,7 +25,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
 sys.path.insert(0, str(ROOT / "tests" / "fakes"))
 import mgtest  # noqa: E402
-from dovecot import Dovecot, _children  # noqa: E402
+from dovecot import Dovecot  # noqa: E402
 from imap_standin import ImapStandin  # noqa: E402
 
 # The client's own TLS sessions would take 256 KiB each for asyncio's read buffer (see the
@@ -33,15 +33,6 @@ from imap_standin import ImapStandin  # noqa: E402
 asyncio.sslproto.SSLProtocol.max_size = 16 * 1024
 
 USERS = 100  # sessions are spread over this many logins (Microsoft caps sessions per mailbox)
-
-
-def descendants(pid):
-    found, todo = [], [pid]
-    while todo:
-        kids = _children(todo.pop())
-        found += kids
-        todo += kids
-    return found
 
 
 def memory_kib(pids):
@@ -138,7 +129,9 @@ async def run(args, port, tls, peer_pids, password):
     if args.hold:
         await asyncio.sleep(args.hold)
     hold.set()
+    started = time.monotonic()
     await asyncio.gather(*tasks, return_exceptions=True)
+    print(f"logout_all_s {time.monotonic() - started:.1f}")
 
 
 def main():
@@ -167,8 +160,7 @@ def main():
             print(f"dovecot_start_s {peer.start_seconds:.3f}")
             port = peer.imap_port if args.cleartext else peer.imaps_port
 
-            def peer_pids():
-                return [peer.proc.pid] + descendants(peer.proc.pid)
+            peer_pids = peer.pids
         else:
             peer = ImapStandin(work, tls=not args.cleartext).start()
             port = peer.port
@@ -180,7 +172,9 @@ def main():
         try:
             asyncio.run(run(args, port, tls, peer_pids, password))
         finally:
+            started = time.monotonic()
             peer.stop()
+            print(f"peer_stop_s {time.monotonic() - started:.1f}")
     return 0
 
 
