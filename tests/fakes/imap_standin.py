@@ -477,7 +477,7 @@ ANY_STATE = {b"CAPABILITY", b"NOOP", b"ID", b"LOGOUT"}
 # ---- control port ---------------------------------------------------------------------------
 
 async def control(server, reader, writer):
-    """One HTTP/1.0-style exchange: GET /stats, POST /mode, POST /reset; then the connection ends."""
+    """One HTTP/1.0-style exchange (GET /stats, POST /mode, POST /reset), then the end."""
     try:
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
         request_line, *header_lines = head.decode("latin-1").split("\r\n")

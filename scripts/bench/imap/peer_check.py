@@ -14,7 +14,6 @@ These are measurements, not assertions: compare them in the same run, on the sam
 import argparse
 import asyncio
 import asyncio.sslproto
-import os
 import pathlib
 import resource
 import ssl
