@@ -902,8 +902,9 @@ void readMailbox(Reader& r, const Entry& e, const Microsoft365& m365, Mailbox& m
   readUpstream(r, imap, mb.imap, true);
   const Fields pool(r, imap.get("pool"), {"max_sessions"});
   // Microsoft 365 refuses logins past about 16-20 concurrent IMAP connections per mailbox, and
-  // other clients of the same mailbox (Outlook, phones) need some of them.
-  r.integer<std::uint32_t>(pool.get("max_sessions"), mb.imap_max_sessions, 1, kMaxImapSessions);
+  // other clients of the same mailbox (Outlook, phones) need some of them. 0: no IMAP side at all
+  // (a send-only mailbox: no sync, no Sent-folder write-back).
+  r.integer<std::uint32_t>(pool.get("max_sessions"), mb.imap_max_sessions, 0, kMaxImapSessions);
   mb.sync = mb.access == Access::kGraph ? SyncMode::kOneWay : SyncMode::kTwoWay;
   r.choice(f.get("sync"), mb.sync, kSyncModeNames);
 }

@@ -5,6 +5,7 @@
 #include "gateway/api/api_server.h"
 #include "gateway/api/control_api.h"
 #include "gateway/store/sqlite_queue_store.h"
+#include "imap/imap_service.h"
 #include "net/loop.h"
 #include "net/timer.h"
 #include "relay/delivery_engine.h"
@@ -92,6 +93,7 @@ struct Daemon::Impl {
   net::LoopPtr loop;
   std::unique_ptr<store::SqliteQueueStore> store;
   std::unique_ptr<relay::DeliveryEngine> delivery;
+  std::unique_ptr<imap::ImapService> imap;
   std::unique_ptr<relay::SubmissionServer> smtp;
   std::unique_ptr<api::ControlApi> control;
   std::unique_ptr<api::ApiServer> api;
@@ -153,6 +155,13 @@ Result<std::unique_ptr<Daemon>> Daemon::create(config::Config config, std::strin
   }
   impl->smtp = std::move(*smtp);
 
+  imap::ImapServiceOptions imap_options;
+  imap_options.version = MAILGATE_VERSION;
+  // OAuth2 mailboxes get their tokens from the token manager of the OAuth2 issue; until then
+  // their IMAP side shows disconnected with "imap.no_token_source".
+  impl->imap = std::make_unique<imap::ImapService>(*impl->loop, std::move(imap_options));
+  impl->imap->apply(cfg);
+
   Impl* raw = impl.get();
   api::ControlApiDeps deps;
   deps.loop = impl->loop.get();
@@ -161,6 +170,9 @@ Result<std::unique_ptr<Daemon>> Daemon::create(config::Config config, std::strin
   deps.accepted = accepted;
   deps.reload = [raw] { return raw->reload(); };
   deps.figures = [raw] { return raw->figures(); };
+  deps.imap_status = [raw](std::string_view address, imap::MailboxImapStatus& out) {
+    return raw->imap && raw->imap->status(address, out);
+  };
   deps.version = MAILGATE_VERSION;
   impl->control = std::make_unique<api::ControlApi>(std::move(deps), impl->config);
 
@@ -239,7 +251,10 @@ void Daemon::Impl::onTerminate() {
     log->info("submission sessions and API connections finished");
     delivery->drain([this] {
       log->info("deliveries in flight finished");
-      finish();
+      imap->stop([this] {
+        log->info("IMAP sessions logged out");
+        finish();
+      });
     });
   };
   control->drain();
@@ -295,6 +310,8 @@ Result<api::ReloadReport> Daemon::Impl::reload() {
     report.applied.push_back(
         fmt::format("listeners.api.tokens: {} token(s)", next->listeners.api.tokens.size()));
   }
+  imap->apply(*next);
+  report.applied.push_back(fmt::format("imap: {} mailbox pool(s)", imap->poolCount()));
   control->reconfigure(next);
   config = next;
   // Every component now holds the configuration it uses itself.
@@ -312,6 +329,7 @@ void Daemon::Impl::finish() {
   control.reset();
   smtp.reset();
   delivery.reset();
+  imap.reset();
   // Completes every store operation still queued; their completions run in one more loop turn.
   store.reset();
   loop->stop();

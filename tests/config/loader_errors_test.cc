@@ -76,7 +76,7 @@ TEST(LoaderErrors, ImapSessionCapsOutOfRange) {
       - address: rep2@acme.example
         imap:
           pool:
-            max_sessions: 0
+            max_sessions: 20
   - id: beta
     imap:
       max_sessions: 100001
@@ -85,9 +85,9 @@ TEST(LoaderErrors, ImapSessionCapsOutOfRange) {
               ElementsAre("t.yaml:3:26: tenants[0].imap.max_sessions: must be between 1 and "
                           "100000",
                           "t.yaml:6:37: tenants[0].mailboxes[0].imap.pool.max_sessions: must be "
-                          "between 1 and 16",
+                          "between 0 and 16",
                           "t.yaml:10:27: tenants[0].mailboxes[1].imap.pool.max_sessions: must "
-                          "be between 1 and 16",
+                          "be between 0 and 16",
                           "t.yaml:13:21: tenants[1].imap.max_sessions: must be between 1 and "
                           "100000",
                           "t.yaml:14:7: tenants[1].imap.pool: unknown key (expected one of: "

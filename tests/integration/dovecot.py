@@ -20,6 +20,7 @@ import atexit
 import os
 import pathlib
 import pwd
+import shlex
 import signal
 import subprocess
 import sys
@@ -382,6 +383,14 @@ service anvil {{
         if isinstance(raw, str):
             raw = raw.encode()
         self.doveadm("save", "-u", user, "-m", folder, input=raw)
+
+    def deliver_command(self, user, folder="INBOX"):
+        """deliver() as one shell command that reads the message on stdin, for a program that
+        delivers by itself (tests/imap/live runs it with popen)."""
+        extra = {k: v for k, v in self._env().items() if os.environ.get(k) != v}
+        words = ["env"] + [f"{k}={v}" for k, v in extra.items()]
+        words += [DOVEADM, "-c", str(self.config_path), "save", "-u", user, "-m", folder]
+        return " ".join(shlex.quote(w) for w in words)
 
     def count(self, user, folder="INBOX"):
         """Messages in folder right now."""

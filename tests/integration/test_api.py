@@ -69,6 +69,8 @@ def config_yaml(fake_port, sink_port, dead_port, api_tls=None, extra_tokens=""):
         "    tokens:\n" + tokens_yaml().replace("{", "{{").replace("}", "}}") + extra_tokens +
         "storage: {{backend: sqlite}}\n"
         "microsoft365:\n"
+        # IMAP is not what these tests are about: a closed loopback port, never the real service.
+        "  imap: {{host: 127.0.0.1, port: 9, tls: none}}\n"
         "  login_retry_initial: 1s\n"
         "  login_retry_max: 2s\n"
         "relays:\n"

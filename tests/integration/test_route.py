@@ -28,6 +28,8 @@ def tenant_yaml(fake, recipients_per_day=50, window_seconds=86400, reserve=0,
     auth = f"        auth: {{{{method: app_password, password: {PASSWORD}}}}}\n" if with_auth else ""
     return (
         "microsoft365:\n"
+        # IMAP is not what these tests are about: a closed loopback port, never the real service.
+        "  imap: {{host: 127.0.0.1, port: 9, tls: none}}\n"
         "  login_retry_initial: 1s\n"
         "  login_retry_max: 2s\n"
         "tenants:\n"
