@@ -26,14 +26,16 @@ struct Command {
   std::string tag;
   std::string name; // upper-cased, for logs
   std::vector<std::string> chunks;
-  // Safe for logs: the command with every string argument's bytes replaced by their length
-  // ("A1 LOGIN <19 bytes> <24 bytes>"). Never holds a credential.
+  // Safe for logs: the command with every string argument's bytes (string(), astring(),
+  // mailbox(), literal()) replaced by their length ("A1 LOGIN <19 bytes> <24 bytes>"). Never
+  // holds a credential; atoms, raw items, numbers and sequence sets show as sent.
   std::string redacted;
 };
 
 class CommandBuilder {
 public:
   // `tag` and `name` must be atoms (letters, digits, '.', '-'): a bad one makes build() fail.
+  // `name` may be two such atoms separated by one space ("UID FETCH").
   CommandBuilder(std::string_view tag, std::string_view name,
                  LiteralMode mode = LiteralMode::kSync);
 
@@ -47,14 +49,16 @@ public:
   CommandBuilder& sequence(const SequenceSet& set);
   // A string from anywhere (user name, password, search text, an encoded mailbox name): quoted,
   // with '"' and '\\' escaped, when it is 7-bit printable (space included) and at most 1,024
-  // bytes; else a literal (sent as the builder's LiteralMode says).
+  // bytes; else a literal (sent as the builder's LiteralMode says). A NUL byte cannot be sent in
+  // a string (RFC 9051 CHAR8) and makes build() fail.
   CommandBuilder& string(std::string_view text);
   // astring: an atom when the text is a valid astring atom (and not "NIL"), else as string().
   CommandBuilder& astring(std::string_view text);
   // A mailbox name given in UTF-8: encoded to modified UTF-7 (RFC 3501 5.1.3) unless `utf8`
   // (UTF8=ACCEPT enabled), then as astring(). "INBOX" in any case is sent as INBOX.
   CommandBuilder& mailbox(std::string_view utf8_name, bool utf8 = false);
-  // Always a literal (APPEND's message). `binary` sends literal8 "~{n}" (RFC 3516).
+  // Always a literal (APPEND's message). `binary` sends literal8 "~{n}" (RFC 3516), the only form
+  // that may carry NUL; a NUL in a non-binary literal makes build() fail.
   CommandBuilder& literal(std::string_view bytes, bool binary = false);
 
   // The command, or the first problem: "imap.command" naming the argument that could not be sent.

@@ -64,7 +64,9 @@ struct Envelope {
 
 // "BODY[section]<origin>" or "BINARY[section]": its data.
 struct BodySection {
-  std::string section;             // upper-cased text between the brackets, e.g. "HEADER" or ""
+  // Upper-cased text between the brackets, e.g. "HEADER" or ""; the RFC 1730 items come with
+  // their own name: "RFC822", "RFC822.HEADER", "RFC822.TEXT".
+  std::string section;
   std::optional<uint32_t> origin;  // <n> partial fetch origin
   std::optional<std::string> data; // nullopt for NIL
 };

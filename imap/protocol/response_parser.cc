@@ -724,7 +724,7 @@ private:
       }
       if (!fetchItem(f, name, std::move(v))) {
         pos_ = value_at;
-        return syntax("malformed " + name.substr(0, 32) + " item");
+        return syntax("malformed " + quoteInput(name.substr(0, 32)) + " item");
       }
     }
   }

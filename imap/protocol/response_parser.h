@@ -20,7 +20,9 @@
 // Leniency, because servers in the field do these things: lower-case keywords, a missing text
 // after a status, a missing space before CRLF, atoms with ']' inside BODY[...], Microsoft 365's
 // untagged responses to unknown commands. Unknown untagged responses become OtherData, never an
-// error.
+// error (when their arguments do not parse as values, the rest of the line is kept as one atom).
+// A status or continuation text is the rest of its first line; should it end like a literal
+// announcement, that "literal" is framed (and counted against the limits) but not kept.
 //
 // Not thread-safe; one parser per connection.
 #pragma once

@@ -34,7 +34,8 @@ public:
   [[nodiscard]] uint64_t size() const;
   // The numbers, ascending and unique; fails with "imap.limit" above `limit` numbers.
   [[nodiscard]] Result<std::vector<uint32_t>> expand(uint64_t limit) const;
-  // "1:4,7,9:*": the wire form, always valid in a command.
+  // "1:4,7,9:*": the wire form, always valid in a command when the set is not empty ("" if it
+  // is: CommandBuilder::sequence() refuses an empty set).
   [[nodiscard]] std::string format() const;
 
 private:
