@@ -161,6 +161,8 @@ Result<std::unique_ptr<Daemon>> Daemon::create(config::Config config, std::strin
   deps.accepted = accepted;
   deps.reload = [raw] { return raw->reload(); };
   deps.figures = [raw] { return raw->figures(); };
+  // deps.imap_status stays null until the IMAP session pools exist: every mailbox then shows
+  // "imap": {"state": "off", ...} and /metrics has no IMAP series (docs/api.md).
   deps.version = MAILGATE_VERSION;
   impl->control = std::make_unique<api::ControlApi>(std::move(deps), impl->config);
 
