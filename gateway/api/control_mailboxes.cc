@@ -75,11 +75,14 @@ void writeImap(store::JsonWriter& w, const imap::MailboxImapStatus& s) {
 } // namespace
 
 bool ControlApi::State::fetchImap(std::string_view address) {
+  if (!deps.imap_status) {
+    return false; // nothing ever writes scratch_imap then: it is still the default
+  }
   static const imap::MailboxImapStatus kNoImap;
   // Copy-assigning the default clears every field of the reused object and keeps its strings'
   // storage, so a provider that assigns into them allocates only when a text outgrows it.
   scratch_imap = kNoImap;
-  if (deps.imap_status && deps.imap_status(address, scratch_imap)) {
+  if (deps.imap_status(address, scratch_imap)) {
     return true;
   }
   scratch_imap = kNoImap; // a provider that said no may have written into it

@@ -479,6 +479,31 @@ class ApiTest(unittest.TestCase):
         self.assertEqual(mb["ledger"]["recipients"]["limit"], 10000)
         self.assertGreaterEqual(mb["ledger"]["recipients"]["used"], 1)
 
+    def test_mailboxes_show_imap_off_while_the_gateway_has_no_imap(self):
+        # mailgated has no IMAP pools yet (ControlApiDeps::imap_status is null): every mailbox
+        # has the whole "imap" object in its documented "off" form, and /metrics no IMAP series.
+        off = {"state": "off", "max_sessions": 0,
+               "sessions": {"open": 0, "idle": 0, "busy": 0, "connecting": 0},
+               "jobs_waiting": 0, "sent_folder": None, "last_error": None,
+               "next_retry_at": None, "connected_since": None, "logins": 0, "failures": 0}
+        status, mb, _ = self.api.call("GET", f"/v1/mailboxes/{REP}", "reader")
+        self.assertEqual(status, 200, mb)
+        self.assertEqual(mb["imap"], off)
+        self.assertIn("smtp", mb)
+        status, page, _ = self.api.call("GET", "/v1/mailboxes", "admin")
+        self.assertEqual(status, 200, page)
+        self.assertTrue(page["mailboxes"])
+        for m in page["mailboxes"]:
+            self.assertEqual(m["imap"], off, m["address"])
+        # The OpenAPI document describes the same keys.
+        _, doc, _ = self.api.call("GET", "/v1/openapi.json")
+        schema = doc["components"]["schemas"]
+        self.assertEqual(schema["Mailbox"]["properties"]["imap"],
+                         {"$ref": "#/components/schemas/MailboxImap"})
+        self.assertEqual(set(schema["MailboxImap"]["properties"]), set(off))
+        r = curl("-H", f"Authorization: Bearer {TOKENS['scraper']}", self.base + "/metrics")
+        self.assertNotIn("mailgate_imap_", r.stdout)
+
     def test_event_stream_delivers_and_resumes_without_gaps_or_repeats(self):
         status, body, _ = self.submit(subject="watched")
         self.assertEqual(status, 202)

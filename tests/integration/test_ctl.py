@@ -392,9 +392,13 @@ class CtlTest(unittest.TestCase):
         r = self.served(self.run_ctl("mailboxes", ops=True))
         self.assertExit(r, 0)
         self.assertEqual(r.stdout.splitlines()[0].split(),
-                         ["ADDRESS", "TENANT", "ROUTE", "USED/LIMIT", "REMAINING", "FREES_AT",
-                          "LAST_ERROR"])
+                         ["ADDRESS", "TENANT", "ROUTE", "IMAP", "USED/LIMIT", "REMAINING",
+                          "FREES_AT", "LAST_ERROR"])
         self.assertIn(REP, r.stdout)
+        # No IMAP in this gateway yet: every mailbox's IMAP column says off.
+        rows = [line.split() for line in r.stdout.splitlines()[1:]]
+        self.assertTrue(rows)
+        self.assertTrue(all(row[3] == "off" for row in rows), r.stdout)
         self.assertIn(GLOBEX_REP, r.stdout)
         r = self.run_ctl("mailboxes", "--tenant", "acme", ops=True)
         self.assertExit(r, 0)
@@ -410,9 +414,11 @@ class CtlTest(unittest.TestCase):
         self.assertRegex(r.stdout, rf"(?m)^address: +{re.escape(REP)}$")
         self.assertRegex(r.stdout, r"(?m)^tenant: +acme$")
         self.assertRegex(r.stdout, r"(?m)^route: +\w+")
+        self.assertRegex(r.stdout, r"(?m)^imap: +off$")
         r = self.run_ctl("mailbox", REP, "--json", token=READER)
         self.assertExit(r, 0)
         self.assertEqual(json.loads(r.stdout)["address"], REP)
+        self.assertEqual(json.loads(r.stdout)["imap"]["state"], "off")
         self.assertExit(self.run_ctl("mailbox", "nobody@acme.example", ops=True), 4)
         self.assertExit(self.run_ctl("mailbox", REP, token=GLOBEX_READER), 4)
 
