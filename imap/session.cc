@@ -15,14 +15,6 @@ namespace {
 using protocol::CommandBuilder;
 using protocol::LiteralMode;
 
-// The builder's calls chain on an lvalue; build() takes it as an rvalue.
-Result<protocol::Command> finish(CommandBuilder& builder) {
-  return std::move(builder).build();
-}
-Result<protocol::Command> finish(CommandBuilder&& builder) {
-  return std::move(builder).build();
-}
-
 bool iequals(std::string_view a, std::string_view b) {
   return std::ranges::equal(a, b, [](char x, char y) {
     return (x >= 'a' && x <= 'z' ? x - 32 : x) == (y >= 'a' && y <= 'z' ? y - 32 : y);
@@ -384,7 +376,7 @@ void Session::loginCapability() {
   pending->internal = true;
   pending->timeout = settings_.timeouts.login;
   pending->build = [](const std::string& tag, LiteralMode mode) {
-    return finish(CommandBuilder(tag, "CAPABILITY", mode));
+    return CommandBuilder(tag, "CAPABILITY", mode).build();
   };
   pending->done = [this](Result<CommandReply> r) {
     if (!r) {
@@ -415,7 +407,7 @@ void Session::loginStartTls() {
   pending->internal = true;
   pending->timeout = settings_.timeouts.login;
   pending->build = [](const std::string& tag, LiteralMode mode) {
-    return finish(CommandBuilder(tag, "STARTTLS", mode));
+    return CommandBuilder(tag, "STARTTLS", mode).build();
   };
   pending->done = [this](Result<CommandReply> r) {
     if (!r) {
@@ -481,9 +473,10 @@ void Session::loginAuthenticate() {
   pending->internal = true;
   pending->timeout = settings_.timeouts.login;
   pending->build = [this](const std::string& tag, LiteralMode mode) {
-    return finish(CommandBuilder(tag, "LOGIN", mode)
-                      .string(settings_.username)
-                      .string(settings_.password.reveal()));
+    return CommandBuilder(tag, "LOGIN", mode)
+        .string(settings_.username)
+        .string(settings_.password.reveal())
+        .build();
   };
   pending->done = [this](Result<CommandReply> r) {
     if (!r) {
@@ -555,7 +548,7 @@ void Session::loginAfterAuth(const CommandReply& /*reply*/) {
   pending->internal = true;
   pending->timeout = settings_.timeouts.login;
   pending->build = [](const std::string& tag, LiteralMode mode) {
-    return finish(CommandBuilder(tag, "CAPABILITY", mode));
+    return CommandBuilder(tag, "CAPABILITY", mode).build();
   };
   pending->done = [this](Result<CommandReply> r) {
     if (!r) {
@@ -606,7 +599,7 @@ void Session::loginId() {
   std::string fields = "(\"name\" \"" + idSafe(settings_.client_name) + "\" \"version\" \"" +
                        idSafe(settings_.client_version) + "\")";
   pending->build = [fields](const std::string& tag, LiteralMode mode) {
-    return finish(CommandBuilder(tag, "ID", mode).raw(fields));
+    return CommandBuilder(tag, "ID", mode).raw(fields).build();
   };
   pending->done = [this](Result<CommandReply>) { becomeReady(); };
   enqueue(std::move(pending), true);
@@ -740,7 +733,7 @@ void Session::run(Build build, Done<CommandReply> done) {
 void Session::list(Done<std::vector<FolderInfo>> done) {
   run(
       [](const std::string& tag, LiteralMode mode) {
-        return finish(CommandBuilder(tag, "LIST", mode).string("").string("*"));
+        return CommandBuilder(tag, "LIST", mode).string("").string("*").build();
       },
       [done = std::move(done)](Result<CommandReply> r) {
         if (!r) {
@@ -768,8 +761,9 @@ void Session::select(std::string mailbox, bool read_only, Done<SelectInfo> done)
   bool utf8 = hasCapability("UTF8=ACCEPT") && false; // ENABLE UTF8=ACCEPT is not asked for
   run(
       [mailbox, read_only, utf8](const std::string& tag, LiteralMode mode) {
-        return finish(
-            CommandBuilder(tag, read_only ? "EXAMINE" : "SELECT", mode).mailbox(mailbox, utf8));
+        return CommandBuilder(tag, read_only ? "EXAMINE" : "SELECT", mode)
+            .mailbox(mailbox, utf8)
+            .build();
       },
       [this, mailbox, read_only, done = std::move(done)](Result<CommandReply> r) {
         if (!r) {
@@ -812,7 +806,7 @@ void Session::select(std::string mailbox, bool read_only, Done<SelectInfo> done)
 void Session::uidSearch(std::string criteria, Done<std::vector<uint32_t>> done) {
   run(
       [criteria](const std::string& tag, LiteralMode mode) {
-        return finish(CommandBuilder(tag, "UID", mode).atom("SEARCH").raw(criteria));
+        return CommandBuilder(tag, "UID", mode).atom("SEARCH").raw(criteria).build();
       },
       [done = std::move(done)](Result<CommandReply> r) {
         if (!r) {
@@ -836,7 +830,7 @@ void Session::uidFetch(protocol::SequenceSet uids, std::string items,
                        std::function<void(protocol::FetchData&&)> each, Done<void> done) {
   auto pending = std::make_unique<Pending>();
   pending->build = [uids = std::move(uids), items](const std::string& tag, LiteralMode mode) {
-    return finish(CommandBuilder(tag, "UID", mode).atom("FETCH").sequence(uids).raw(items));
+    return CommandBuilder(tag, "UID", mode).atom("FETCH").sequence(uids).raw(items).build();
   };
   pending->each = std::move(each);
   pending->done = [done = std::move(done)](Result<CommandReply> r) {
@@ -862,8 +856,11 @@ void Session::append(std::string mailbox, std::vector<std::string> flags, std::s
   auto body = std::make_shared<std::string>(std::move(message));
   run(
       [mailbox, flag_list, body](const std::string& tag, LiteralMode mode) {
-        return finish(
-            CommandBuilder(tag, "APPEND", mode).mailbox(mailbox).raw(flag_list).literal(*body));
+        return CommandBuilder(tag, "APPEND", mode)
+            .mailbox(mailbox)
+            .raw(flag_list)
+            .literal(*body)
+            .build();
       },
       [done = std::move(done)](Result<CommandReply> r) {
         if (!r) {
@@ -883,7 +880,7 @@ void Session::append(std::string mailbox, std::vector<std::string> flags, std::s
 
 void Session::noop(Done<void> done) {
   run([](const std::string& tag,
-         LiteralMode mode) { return finish(CommandBuilder(tag, "NOOP", mode)); },
+         LiteralMode mode) { return CommandBuilder(tag, "NOOP", mode).build(); },
       [this, done = std::move(done)](Result<CommandReply> r) {
         if (!r) {
           done(std::unexpected(r.error()));
@@ -919,7 +916,7 @@ void Session::startIdleCommand() {
   auto pending = std::make_unique<Pending>();
   pending->is_idle = true;
   pending->build = [](const std::string& tag, LiteralMode mode) {
-    return finish(CommandBuilder(tag, "IDLE", mode));
+    return CommandBuilder(tag, "IDLE", mode).build();
   };
   if (state_ == State::kClosing || state_ == State::kClosed) {
     return;
