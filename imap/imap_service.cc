@@ -8,7 +8,7 @@
 namespace mailgate::imap {
 
 ImapService::ImapService(net::Loop& loop, ImapServiceOptions options)
-    : loop_(loop), options_(std::move(options)) {}
+    : loop_(loop), options_(std::move(options)), connect_gate_(options_.max_connecting) {}
 
 ImapService::~ImapService() = default;
 
@@ -95,7 +95,8 @@ void ImapService::apply(const config::Config& config) {
         next.emplace(key, std::move(pool));
         continue;
       }
-      auto pool = std::make_unique<MailboxPool>(loop_, std::move(settings), budget.get());
+      auto pool =
+          std::make_unique<MailboxPool>(loop_, std::move(settings), budget.get(), &connect_gate_);
       pool->start();
       next.emplace(key, std::move(pool));
     }

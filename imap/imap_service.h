@@ -25,6 +25,10 @@ struct ImapServiceOptions {
   // disconnected with "imap.no_token_source".
   std::function<std::shared_ptr<TokenSource>(const config::Tenant&, const config::Mailbox&)> tokens;
   SessionTimeouts timeouts;
+  // Sessions connecting and logging in at once, across every mailbox: a start, a reload or a
+  // server coming back opens thousands of sessions as a steady ramp, not as one burst that times
+  // itself out (docs/imap.md).
+  uint32_t max_connecting = 64;
   net::BackoffOptions reconnect{std::chrono::seconds(1), std::chrono::minutes(5), 2.0, 0.2, {}};
 };
 
@@ -56,8 +60,10 @@ private:
 
   net::Loop& loop_;
   ImapServiceOptions options_;
-  std::map<std::string, std::unique_ptr<MailboxPool>, std::less<>> pools_; // by lower-case address
+  // The budgets before the pools: pools use them until they are destroyed.
   std::map<std::string, std::unique_ptr<SessionBudget>, std::less<>> budgets_; // by tenant id
+  SessionBudget connect_gate_;
+  std::map<std::string, std::unique_ptr<MailboxPool>, std::less<>> pools_; // by lower-case address
   std::map<std::tuple<std::string, bool, std::vector<std::string>>, net::TlsContextPtr> tls_;
   std::vector<std::unique_ptr<MailboxPool>> stopping_;
 };

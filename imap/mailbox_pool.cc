@@ -89,6 +89,7 @@ struct Lease::Slot {
   bool leased = false; // a Lease points here: the slot must stay until it is given back
   bool dead = false;   // closed while leased: removed when given back
   bool holds_budget = true;
+  bool holds_gate = false; // a turn at connecting, given back once logged in or closed
   uint64_t generation = 0; // settings generation it was opened with
 };
 
@@ -117,20 +118,33 @@ Session& Lease::session() {
 
 // --- MailboxPool ---------------------------------------------------------------------------------
 
-MailboxPool::MailboxPool(net::Loop& loop, PoolSettings settings, SessionBudget* budget)
-    : loop_(loop), settings_(std::move(settings)), budget_(budget), log_(logger("imap")),
-      reconnect_(settings_.reconnect), retry_(net::Timer::create(loop)),
+MailboxPool::MailboxPool(net::Loop& loop, PoolSettings settings, SessionBudget* budget,
+                         SessionBudget* connect_gate)
+    : loop_(loop), settings_(std::move(settings)), budget_(budget), gate_(connect_gate),
+      log_(logger("imap")), reconnect_(settings_.reconnect), retry_(net::Timer::create(loop)),
       sweep_(net::Timer::create(loop)) {}
 
 MailboxPool::~MailboxPool() {
   *alive_ = false;
+  if (gate_) {
+    gate_->forget(this);
+  }
   if (budget_) {
     budget_->forget(this);
-    for (const auto& slot : slots_) {
-      if (slot->holds_budget) {
-        budget_->release();
-      }
-    }
+  }
+  for (const auto& slot : slots_) {
+    releaseBudgets(*slot);
+  }
+}
+
+void MailboxPool::releaseBudgets(Lease::Slot& slot) {
+  if (slot.holds_gate && gate_) {
+    slot.holds_gate = false;
+    gate_->release();
+  }
+  if (slot.holds_budget && budget_) {
+    slot.holds_budget = false;
+    budget_->release();
   }
 }
 
@@ -266,7 +280,16 @@ void MailboxPool::maintain() {
 }
 
 void MailboxPool::openSession(bool idle_role) {
+  // A turn at connecting (the service's gate: a start or a reload never opens thousands of
+  // sessions at once), then room in the tenant's budget.
+  if (gate_ && !gate_->tryAcquire()) {
+    gate_->wait(this);
+    return;
+  }
   if (budget_ && !budget_->tryAcquire()) {
+    if (gate_) {
+      gate_->release();
+    }
     budget_->wait(this);
     return;
   }
@@ -274,6 +297,7 @@ void MailboxPool::openSession(bool idle_role) {
   slot->idle_role = idle_role;
   slot->phase = Phase::kConnecting;
   slot->holds_budget = budget_ != nullptr;
+  slot->holds_gate = gate_ != nullptr;
   slot->generation = generation_;
   SessionSettings session = settings_.session;
   session.id = g_next_session_id.fetch_add(1, std::memory_order_relaxed);
@@ -292,6 +316,10 @@ void MailboxPool::onSessionReady(Session& session) {
   auto* slot = slotOf(session);
   if (!slot) {
     return;
+  }
+  if (slot->holds_gate && gate_) {
+    slot->holds_gate = false;
+    gate_->release();
   }
   ++logins_;
   reconnect_.reset();
@@ -439,10 +467,7 @@ void MailboxPool::removeSlot(Lease::Slot* slot) {
   }
   auto owned = std::move(*it);
   slots_.erase(it);
-  if (owned->holds_budget && budget_) {
-    owned->holds_budget = false;
-    budget_->release();
-  }
+  releaseBudgets(*owned);
   // The session may be the one whose callback is running: free it in a later turn.
   loop_.defer([session = std::shared_ptr<Session>(std::move(owned->session))] {});
 }
@@ -460,10 +485,7 @@ void MailboxPool::onSessionClosed(Session& session, const SessionEnd& end) {
   bool ours = end.error.code == "imap.logout";
   if (slot->leased) {
     slot->dead = true; // the job still holds it; removed when given back
-    if (slot->holds_budget && budget_) {
-      slot->holds_budget = false;
-      budget_->release();
-    }
+    releaseBudgets(*slot);
   } else {
     removeSlot(slot);
   }
@@ -578,6 +600,9 @@ void MailboxPool::stop(std::function<void()> done) {
   sweep_->stop();
   if (budget_) {
     budget_->forget(this);
+  }
+  if (gate_) {
+    gate_->forget(this);
   }
   auto waiters = std::move(waiters_);
   waiters_.clear();

@@ -28,8 +28,9 @@ namespace mailgate::imap {
 
 class MailboxPool;
 
-// A cap on sessions shared by the pools of one tenant (tenants[].imap.max_sessions). Loop thread
-// only. Pools that found it full are told, in turn, when a session is given back.
+// A cap shared by several pools: the sessions of one tenant (tenants[].imap.max_sessions), or the
+// sessions connecting at once in the whole process (ImapService's connect gate). Loop thread
+// only. Pools that found it full are told, in turn, when a place is given back.
 class SessionBudget {
 public:
   explicit SessionBudget(std::optional<uint32_t> cap) : cap_(cap) {}
@@ -108,8 +109,10 @@ class MailboxPool : private Session::Observer {
 public:
   using PushHandler = std::function<void(const protocol::UntaggedData& data)>;
 
-  // `budget` (may be null: no tenant cap) must outlive the pool.
-  MailboxPool(net::Loop& loop, PoolSettings settings, SessionBudget* budget);
+  // `budget` (the tenant's cap) and `connect_gate` (how many sessions of the whole process may be
+  // connecting and logging in at once) may be null (no limit) and must outlive the pool.
+  MailboxPool(net::Loop& loop, PoolSettings settings, SessionBudget* budget,
+              SessionBudget* connect_gate = nullptr);
   ~MailboxPool() override;
   MailboxPool(const MailboxPool&) = delete;
   MailboxPool& operator=(const MailboxPool&) = delete;
@@ -161,6 +164,7 @@ private:
   void removeSlot(Lease::Slot* slot);
   void closeSlot(Lease::Slot& slot);
   void checkStopped(); // stop()'s `done` once every session is closed
+  void releaseBudgets(Lease::Slot& slot);
   void scheduleRetry(std::chrono::milliseconds delay);
   void armSweep();
   void sweep();
@@ -171,6 +175,7 @@ private:
   net::Loop& loop_;
   PoolSettings settings_;
   SessionBudget* budget_;
+  SessionBudget* gate_;
   std::shared_ptr<spdlog::logger> log_;
   std::vector<std::unique_ptr<Lease::Slot>> slots_;
   std::deque<std::shared_ptr<LeaseRequest::Waiter>> waiters_;

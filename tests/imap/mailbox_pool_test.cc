@@ -224,6 +224,30 @@ TEST_F(PoolTest, TheTenantBudgetCapsSessionsAcrossMailboxes) {
   EXPECT_EQ(budget.used(), 0u);
 }
 
+TEST_F(PoolTest, TheConnectGateOpensSessionsInTurn) {
+  SessionBudget gate(1);
+  std::vector<std::unique_ptr<MailboxPool>> pools;
+  for (int i = 0; i < 4; ++i) {
+    auto s = settings();
+    s.address = "rep" + std::to_string(i) + "@acme.example";
+    pools.push_back(std::make_unique<MailboxPool>(*loop, s, nullptr, &gate));
+    pools.back()->start();
+  }
+  uint32_t most_in_turn = 0;
+  auto all_idle = [&] {
+    most_in_turn = std::max(most_in_turn, gate.used());
+    return std::ranges::all_of(pools, [](const auto& p) {
+      MailboxImapStatus st;
+      p->statusInto(st);
+      return st.sessions_idle == 1;
+    });
+  };
+  ASSERT_TRUE(loop.run({{all_idle, {}}}));
+  EXPECT_EQ(most_in_turn, 1u);
+  EXPECT_EQ(gate.used(), 0u); // every turn was given back after its login
+  EXPECT_EQ(server.max_open, 4);
+}
+
 TEST_F(PoolTest, StopLogsOutAndFailsWaitingRequests) {
   pool = std::make_unique<MailboxPool>(*loop, settings(), nullptr);
   pool->start();
