@@ -977,7 +977,9 @@ void Session::logout() {
   Error error("imap.logout", "the session was logged out");
   end_ = SessionEnd{error, advice_, true};
   state_ = State::kClosing;
-  bool in_idle = idle_ && idle_->established && !idle_->done_sent;
+  // IDLE sent (even if its "+" is still on the way): DONE first, or the server reads LOGOUT as
+  // a broken DONE. The connection closes right after, so nothing waits on the order of answers.
+  bool in_idle = idle_ && idle_->sent && !idle_->done_sent;
   failQueued(error);
   if (alive.expired()) {
     return;

@@ -41,6 +41,7 @@ public:
     if (!closed_) {
       closed_ = true;
       --server_.open_now;
+      server_.loggedIn(conn_); // no longer waiting to log in
     }
   }
   bool closed_ = false;
@@ -73,6 +74,8 @@ void ScriptedImapServer::onAccept(net::ConnectionPtr conn) {
   ++accepted;
   ++open_now;
   max_open = std::max(max_open, open_now);
+  ++not_logged_in;
+  max_not_logged_in = std::max(max_not_logged_in, not_logged_in);
   auto c = std::make_unique<Conn>();
   c->conn = std::move(conn);
   auto handler = std::make_unique<Handler>(*this, *c);
@@ -82,6 +85,13 @@ void ScriptedImapServer::onAccept(net::ConnectionPtr conn) {
   }
   conns_.push_back(std::move(c));
   handlers_.push_back(std::move(handler));
+}
+
+void ScriptedImapServer::loggedIn(Conn& conn) {
+  if (!conn.counted_login) {
+    conn.counted_login = true;
+    --not_logged_in;
+  }
 }
 
 void ScriptedImapServer::pushToIdlers(const std::string& text) {
@@ -145,6 +155,7 @@ void ScriptedImapServer::process(Conn& c) {
       auto decoded = base64Decode(line).value_or("");
       if (decoded == std::string(1, '\0') + user + std::string(1, '\0') + password) {
         ++logins;
+        loggedIn(c);
         c.authenticated = true;
         c.send(c.auth_tag + " OK [CAPABILITY " + capabilities + "] logged in\r\n");
       } else {
@@ -203,6 +214,7 @@ void ScriptedImapServer::command(Conn& c, const std::string& tag, const std::str
     auto decoded = base64Decode(args.substr(args.find(' ') + 1)).value_or("");
     if (decoded == std::string(1, '\0') + user + std::string(1, '\0') + password) {
       ++logins;
+      loggedIn(c);
       c.authenticated = true;
       c.send(tag + " OK [CAPABILITY " + capabilities + "] logged in\r\n");
     } else {
@@ -211,6 +223,7 @@ void ScriptedImapServer::command(Conn& c, const std::string& tag, const std::str
   } else if (name == "LOGIN") {
     if (quotedArgs(args) == std::vector<std::string>{user, password}) {
       ++logins;
+      loggedIn(c);
       c.authenticated = true;
       c.send(tag + " OK LOGIN completed\r\n");
     } else {

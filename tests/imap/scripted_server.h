@@ -29,6 +29,7 @@ public:
     bool ignore_done = false; // DONE gets no answer (a connection that died silently)
     std::string idle_tag;
     bool authenticated = false;
+    bool counted_login = false;     // taken out of not_logged_in (logged in or closed)
     bool auth_continuation = false; // AUTHENTICATE PLAIN waiting for the credential line
     std::string auth_tag;
     std::string selected;
@@ -56,6 +57,8 @@ public:
   int logins = 0;
   int open_now = 0;
   int max_open = 0;
+  int not_logged_in = 0;             // connections open that have not logged in yet
+  int max_not_logged_in = 0;         // the most at once
   std::vector<std::string> commands; // "COMMAND args" of every command, in order
   std::vector<std::string> appended; // APPEND literals
   int dones = 0;
@@ -72,6 +75,7 @@ public:
 
 private:
   void onAccept(net::ConnectionPtr conn);
+  void loggedIn(Conn& conn);
   void process(Conn& conn);
   void command(Conn& conn, const std::string& tag, const std::string& name,
                const std::string& args);

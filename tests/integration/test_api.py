@@ -479,21 +479,32 @@ class ApiTest(unittest.TestCase):
         self.assertEqual(mb["ledger"]["recipients"]["limit"], 10000)
         self.assertGreaterEqual(mb["ledger"]["recipients"]["used"], 1)
 
-    def test_mailboxes_show_imap_off_while_the_gateway_has_no_imap(self):
-        # mailgated has no IMAP pools yet (ControlApiDeps::imap_status is null): every mailbox
-        # has the whole "imap" object in its documented "off" form, and /metrics no IMAP series.
+    def test_mailboxes_show_their_imap_side(self):
+        # REP has credentials: its pool tries microsoft365.imap, a closed loopback port here, and
+        # shows that. The mailboxes without credentials have the documented "off" form.
         off = {"state": "off", "max_sessions": 0,
                "sessions": {"open": 0, "idle": 0, "busy": 0, "connecting": 0},
                "jobs_waiting": 0, "sent_folder": None, "last_error": None,
                "next_retry_at": None, "connected_since": None, "logins": 0, "failures": 0}
-        status, mb, _ = self.api.call("GET", f"/v1/mailboxes/{REP}", "reader")
-        self.assertEqual(status, 200, mb)
-        self.assertEqual(mb["imap"], off)
-        self.assertIn("smtp", mb)
+        seen = {}
+
+        def failing():
+            status, mb, _ = self.api.call("GET", f"/v1/mailboxes/{REP}", "reader")
+            seen["mb"] = mb
+            return status == 200 and mb["imap"]["last_error"] is not None
+        self.assertTrue(wait_for(failing, 30), seen.get("mb"))
+        imap = seen["mb"]["imap"]
+        self.assertIn(imap["state"], ("backoff", "connecting"))
+        self.assertEqual(imap["last_error"]["code"], "net.connect")
+        self.assertEqual(imap["max_sessions"], 3)
+        self.assertEqual(imap["sessions"]["open"], 0)
+        self.assertGreaterEqual(imap["failures"], 1)
+        self.assertIn("smtp", seen["mb"])
         status, page, _ = self.api.call("GET", "/v1/mailboxes", "admin")
         self.assertEqual(status, 200, page)
-        self.assertTrue(page["mailboxes"])
-        for m in page["mailboxes"]:
+        others = [m for m in page["mailboxes"] if m["address"] != REP]
+        self.assertTrue(others)
+        for m in others:
             self.assertEqual(m["imap"], off, m["address"])
         # The OpenAPI document describes the same keys.
         _, doc, _ = self.api.call("GET", "/v1/openapi.json")
@@ -502,7 +513,8 @@ class ApiTest(unittest.TestCase):
                          {"$ref": "#/components/schemas/MailboxImap"})
         self.assertEqual(set(schema["MailboxImap"]["properties"]), set(off))
         r = curl("-H", f"Authorization: Bearer {TOKENS['scraper']}", self.base + "/metrics")
-        self.assertNotIn("mailgate_imap_", r.stdout)
+        self.assertIn(f'mailgate_imap_pool_state{{tenant="acme",mailbox="{REP}"', r.stdout)
+        self.assertNotIn(f'mailgate_imap_pool_state{{tenant="acme",mailbox="{REP2}"', r.stdout)
 
     def test_event_stream_delivers_and_resumes_without_gaps_or_repeats(self):
         status, body, _ = self.submit(subject="watched")
