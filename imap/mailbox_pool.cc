@@ -356,6 +356,7 @@ void MailboxPool::onSessionReady(Session& session) {
             prepareIdle(*slot);
           } else {
             slot->phase = Phase::kFree;
+            armSweep(); // logged out if no job takes it
             maintain();
           }
         });
@@ -366,6 +367,7 @@ void MailboxPool::onSessionReady(Session& session) {
     return;
   }
   slot->phase = Phase::kFree;
+  armSweep();
   maintain();
 }
 

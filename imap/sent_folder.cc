@@ -1,5 +1,7 @@
 #include "imap/sent_folder.h"
 
+#include "imap/protocol/ascii.h"
+
 #include <algorithm>
 #include <array>
 
@@ -7,11 +9,7 @@ namespace mailgate::imap {
 
 namespace {
 
-bool iequalsAscii(std::string_view a, std::string_view b) {
-  return std::ranges::equal(a, b, [](char x, char y) {
-    return (x >= 'a' && x <= 'z' ? x - 32 : x) == (y >= 'a' && y <= 'z' ? y - 32 : y);
-  });
-}
+using protocol::ascii::iequals;
 
 // Names Microsoft 365 and other servers give the Sent folder in the languages mailboxes are
 // commonly set to. Matched after the \Sent attribute, which is the reliable signal.
@@ -41,7 +39,7 @@ constexpr std::array kSentNames = {
 // The name without an "INBOX<delimiter>" prefix.
 std::string_view leaf(const FolderInfo& folder) {
   std::string_view name = folder.name;
-  if (folder.delimiter && name.size() > 6 && iequalsAscii(name.substr(0, 5), "INBOX") &&
+  if (folder.delimiter && name.size() > 6 && iequals(name.substr(0, 5), "INBOX") &&
       name[5] == *folder.delimiter) {
     name.remove_prefix(6);
   }
@@ -53,14 +51,14 @@ std::string_view leaf(const FolderInfo& folder) {
 std::string findSentFolder(const std::vector<FolderInfo>& folders, std::string_view configured) {
   for (const auto& folder : folders) {
     if (folder.selectable() && std::ranges::any_of(folder.attributes, [](const std::string& a) {
-          return iequalsAscii(a, "\\Sent");
+          return iequals(a, "\\Sent");
         })) {
       return folder.name;
     }
   }
   for (std::string_view wanted : kSentNames) {
     for (const auto& folder : folders) {
-      if (folder.selectable() && iequalsAscii(leaf(folder), wanted)) {
+      if (folder.selectable() && iequals(leaf(folder), wanted)) {
         return folder.name;
       }
     }

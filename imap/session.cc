@@ -2,6 +2,7 @@
 
 #include "base/base64.h"
 #include "base/log.h"
+#include "imap/protocol/ascii.h"
 #include "imap/protocol/mailbox_name.h"
 #include "net/loop.h"
 
@@ -15,11 +16,7 @@ namespace {
 using protocol::CommandBuilder;
 using protocol::LiteralMode;
 
-bool iequals(std::string_view a, std::string_view b) {
-  return std::ranges::equal(a, b, [](char x, char y) {
-    return (x >= 'a' && x <= 'z' ? x - 32 : x) == (y >= 'a' && y <= 'z' ? y - 32 : y);
-  });
-}
+using protocol::ascii::iequals;
 
 // The text of a status for error messages: "[CODE raw] text", at most 300 bytes.
 std::string statusText(const protocol::StatusResponse& status) {

@@ -1,5 +1,6 @@
-// ASCII helpers shared by the IMAP protocol sources. Internal to mailgate_imap_protocol: IMAP
-// keywords are ASCII and case-insensitive, and nothing here may depend on the C locale.
+// ASCII helpers shared by the IMAP sources (imap/protocol/ and the drivers in imap/; nothing
+// outside imap/ includes it): IMAP keywords are ASCII and case-insensitive, and nothing here may
+// depend on the C locale.
 #pragma once
 
 #include <cstddef>

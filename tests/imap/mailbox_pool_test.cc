@@ -128,6 +128,26 @@ TEST_F(PoolTest, APoolOfOneLendsTheIdleSessionAndIdlesAgain) {
   EXPECT_EQ(std::ranges::count(server.commands, std::string("EXAMINE INBOX")), 2);
 }
 
+TEST_F(PoolTest, AnUnusedWorkerIsLoggedOutAfterItsLinger) {
+  auto s = settings();
+  s.worker_linger = 50ms;
+  pool = std::make_unique<MailboxPool>(*loop, s, nullptr);
+  pool->start();
+  LeaseRequestPtr request;
+  bool served = false;
+  ASSERT_TRUE(
+      loop.run({{[&] { return idling(); },
+                 [&] {
+                   request = pool->lease([&](Result<LeasePtr> lease) {
+                     served = lease.has_value(); // and given back at once
+                   });
+                 }},
+                {[&] { return served && server.accepted == 2 && server.open_now == 1; }, {}}}));
+  EXPECT_EQ(std::ranges::count(server.commands, std::string("LOGOUT")), 1);
+  EXPECT_EQ(status().sessions_open, 1u);
+  EXPECT_EQ(status().sessions_idle, 1u);
+}
+
 TEST_F(PoolTest, AWithdrawnRequestIsNeverAnswered) {
   pool = std::make_unique<MailboxPool>(*loop, settings(), nullptr);
   pool->start();
