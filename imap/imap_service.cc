@@ -138,9 +138,8 @@ bool ImapService::status(std::string_view address, MailboxImapStatus& out) const
 
 MailboxPool* ImapService::pool(std::string_view address) const {
   auto it = pools_.find(address);
-  if (it == pools_.end()) {
-    auto lower = config::lowerAscii(address);
-    it = pools_.find(lower);
+  if (it == pools_.end() && config::hasUpperAscii(address)) {
+    it = pools_.find(config::lowerAscii(address)); // the API asks with the address as configured
   }
   return it == pools_.end() ? nullptr : it->second.get();
 }
