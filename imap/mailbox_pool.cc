@@ -352,22 +352,20 @@ void MailboxPool::onSessionReady(Session& session) {
             log_->warn("{}: no Sent folder found (no \\Sent flag, no known name, none configured)",
                        settings_.address);
           }
-          if (slot->idle_role) {
-            prepareIdle(*slot);
-          } else {
-            slot->phase = Phase::kFree;
-            armSweep(); // logged out if no job takes it
-            maintain();
-          }
+          settle(*slot);
         });
     return;
   }
-  if (slot->idle_role) {
-    prepareIdle(*slot);
+  settle(*slot);
+}
+
+void MailboxPool::settle(Lease::Slot& slot) {
+  if (slot.idle_role) {
+    prepareIdle(slot);
     return;
   }
-  slot->phase = Phase::kFree;
-  armSweep();
+  slot.phase = Phase::kFree;
+  armSweep(); // logged out after its linger if no job takes it
   maintain();
 }
 
@@ -445,13 +443,7 @@ void MailboxPool::giveBack(Lease::Slot* slot, bool discard) {
     closeSlot(*slot);
     return;
   }
-  if (slot->idle_role) {
-    prepareIdle(*slot);
-    return;
-  }
-  slot->phase = Phase::kFree;
-  armSweep();
-  maintain();
+  settle(*slot);
 }
 
 void MailboxPool::closeSlot(Lease::Slot& slot) {

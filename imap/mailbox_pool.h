@@ -158,6 +158,8 @@ private:
   Lease::Slot* slotById(uint64_t session_id);
   void maintain();
   void openSession(bool idle_role);
+  // A logged-in session with nothing to do: the IDLE one watches INBOX, a worker waits for jobs.
+  void settle(Lease::Slot& slot);
   void prepareIdle(Lease::Slot& slot);
   void lend(Lease::Slot& slot);
   void giveBack(Lease::Slot* slot, bool discard);

@@ -244,7 +244,7 @@ void Session::handleGreeting(protocol::Response& response) {
     fail(Error("imap.protocol", "unexpected greeting: " + greeting_));
     return;
   }
-  loginCapability();
+  loginCapability(&Session::loginStartTls);
 }
 
 void Session::noteStatus(const protocol::StatusResponse& status) {
@@ -364,18 +364,34 @@ void Session::handleUntagged(protocol::Response& response) {
 
 // --- login ---------------------------------------------------------------------------------------
 
-void Session::loginCapability() {
-  if (!capabilities_.empty()) {
-    loginStartTls();
-    return;
-  }
+namespace {
+
+// A command without arguments.
+Session::Build bare(const char* name) {
+  return [name](const std::string& tag, LiteralMode mode) {
+    return CommandBuilder(tag, name, mode).build();
+  };
+}
+
+} // namespace
+
+void Session::loginStep(Build build, Done<CommandReply> done,
+                        std::function<void(const std::string&)> on_continuation) {
   auto pending = std::make_unique<Pending>();
   pending->internal = true;
   pending->timeout = settings_.timeouts.login;
-  pending->build = [](const std::string& tag, LiteralMode mode) {
-    return CommandBuilder(tag, "CAPABILITY", mode).build();
-  };
-  pending->done = [this](Result<CommandReply> r) {
+  pending->build = std::move(build);
+  pending->done = std::move(done);
+  pending->on_continuation = std::move(on_continuation);
+  enqueue(std::move(pending), true);
+}
+
+void Session::loginCapability(void (Session::*next)()) {
+  if (!capabilities_.empty()) {
+    (this->*next)();
+    return;
+  }
+  loginStep(bare("CAPABILITY"), [this, next](Result<CommandReply> r) {
     if (!r) {
       fail(r.error());
       return;
@@ -384,9 +400,8 @@ void Session::loginCapability() {
       fail(Error("imap.protocol", "the server answered CAPABILITY without its capabilities"));
       return;
     }
-    loginStartTls();
-  };
-  enqueue(std::move(pending), true);
+    (this->*next)();
+  });
 }
 
 void Session::loginStartTls() {
@@ -400,13 +415,7 @@ void Session::loginStartTls() {
                "the server; mailgate never sends credentials in cleartext when STARTTLS is asked"));
     return;
   }
-  auto pending = std::make_unique<Pending>();
-  pending->internal = true;
-  pending->timeout = settings_.timeouts.login;
-  pending->build = [](const std::string& tag, LiteralMode mode) {
-    return CommandBuilder(tag, "STARTTLS", mode).build();
-  };
-  pending->done = [this](Result<CommandReply> r) {
+  loginStep(bare("STARTTLS"), [this](Result<CommandReply> r) {
     if (!r) {
       fail(r.error());
       return;
@@ -421,10 +430,9 @@ void Session::loginStartTls() {
       if (!done) {
         return; // onClose follows with the handshake's error
       }
-      loginCapability();
+      loginCapability(&Session::loginStartTls); // TLS is on now: that step moves to the login
     });
-  };
-  enqueue(std::move(pending), true);
+  });
 }
 
 void Session::loginAuthenticate() {
@@ -466,25 +474,22 @@ void Session::loginAuthenticate() {
                    : "password logins are off on this server: connect the mailbox with OAuth2"));
     return;
   }
-  auto pending = std::make_unique<Pending>();
-  pending->internal = true;
-  pending->timeout = settings_.timeouts.login;
-  pending->build = [this](const std::string& tag, LiteralMode mode) {
-    return CommandBuilder(tag, "LOGIN", mode)
-        .string(settings_.username)
-        .string(settings_.password.reveal())
-        .build();
-  };
-  pending->done = [this](Result<CommandReply> r) {
-    if (!r) {
-      fail(loginRefusal(r.error(),
-                        "check the mailbox's App Password; a new one can take hours to work"));
-      return;
-    }
-    loginAfterAuth(*r);
-  };
-  capabilities_.clear();
-  enqueue(std::move(pending), true);
+  capabilities_.clear(); // they may change with the login
+  loginStep(
+      [this](const std::string& tag, LiteralMode mode) {
+        return CommandBuilder(tag, "LOGIN", mode)
+            .string(settings_.username)
+            .string(settings_.password.reveal())
+            .build();
+      },
+      [this](Result<CommandReply> r) {
+        if (!r) {
+          fail(loginRefusal(r.error(),
+                            "check the mailbox's App Password; a new one can take hours to work"));
+          return;
+        }
+        loginCapability(&Session::loginEnable);
+      });
 }
 
 // AUTHENTICATE PLAIN or XOAUTH2: with SASL-IR in the command, else after the first "+".
@@ -493,10 +498,7 @@ void Session::loginWithCredential(const std::string& credential) {
   std::string mechanism = xoauth2 ? "XOAUTH2" : "PLAIN";
   bool sasl_ir = hasCapability("SASL-IR");
   auto encoded = std::make_shared<std::string>(base64Encode(credential));
-  auto pending = std::make_unique<Pending>();
-  pending->internal = true;
-  pending->timeout = settings_.timeouts.login;
-  pending->build = [mechanism, sasl_ir, encoded](const std::string& tag, LiteralMode) {
+  auto build = [mechanism, sasl_ir, encoded](const std::string& tag, LiteralMode) {
     protocol::Command command;
     command.tag = tag;
     command.name = "AUTHENTICATE";
@@ -514,7 +516,7 @@ void Session::loginWithCredential(const std::string& credential) {
   // challenge (XOAUTH2 sends a base64 JSON status): the client answers with an empty line and the
   // tagged NO follows (RFC 7628 section 3.2.3).
   auto sent = std::make_shared<bool>(sasl_ir);
-  pending->on_continuation = [this, encoded, sent](const std::string&) {
+  auto on_continuation = [this, encoded, sent](const std::string&) {
     if (!*sent) {
       *sent = true;
       conn_->write(protocol::saslResponseLine(base64Decode(*encoded).value_or(std::string())));
@@ -522,39 +524,21 @@ void Session::loginWithCredential(const std::string& credential) {
     }
     conn_->write("\r\n");
   };
-  pending->done = [this, xoauth2](Result<CommandReply> r) {
-    if (!r) {
-      fail(loginRefusal(
-          r.error(), xoauth2
-                         ? "the access token was refused: reconnect the mailbox with Microsoft"
-                         : "check the mailbox's App Password; a new one can take hours to work"));
-      return;
-    }
-    loginAfterAuth(*r);
-  };
-  capabilities_.clear();
-  enqueue(std::move(pending), true);
-}
-
-void Session::loginAfterAuth(const CommandReply& /*reply*/) {
-  if (!capabilities_.empty()) {
-    loginEnable();
-    return;
-  }
-  auto pending = std::make_unique<Pending>();
-  pending->internal = true;
-  pending->timeout = settings_.timeouts.login;
-  pending->build = [](const std::string& tag, LiteralMode mode) {
-    return CommandBuilder(tag, "CAPABILITY", mode).build();
-  };
-  pending->done = [this](Result<CommandReply> r) {
-    if (!r) {
-      fail(r.error());
-      return;
-    }
-    loginEnable();
-  };
-  enqueue(std::move(pending), true);
+  capabilities_.clear(); // they may change with the login
+  loginStep(
+      std::move(build),
+      [this, xoauth2](Result<CommandReply> r) {
+        if (!r) {
+          fail(loginRefusal(
+              r.error(), xoauth2
+                             ? "the access token was refused: reconnect the mailbox with Microsoft"
+                             : "check the mailbox's App Password; a new one can take hours to "
+                               "work"));
+          return;
+        }
+        loginCapability(&Session::loginEnable);
+      },
+      std::move(on_continuation));
 }
 
 void Session::loginEnable() {
@@ -570,19 +554,16 @@ void Session::loginEnable() {
     loginId();
     return;
   }
-  auto pending = std::make_unique<Pending>();
-  pending->internal = true;
-  pending->timeout = settings_.timeouts.login;
-  pending->build = [wanted](const std::string& tag, LiteralMode mode) {
-    CommandBuilder builder(tag, "ENABLE", mode);
-    for (const auto& name : wanted) {
-      builder.atom(name);
-    }
-    return std::move(builder).build();
-  };
-  // Some servers advertise ENABLE and then refuse it: the session works without.
-  pending->done = [this](Result<CommandReply>) { loginId(); };
-  enqueue(std::move(pending), true);
+  loginStep(
+      [wanted](const std::string& tag, LiteralMode mode) {
+        CommandBuilder builder(tag, "ENABLE", mode);
+        for (const auto& name : wanted) {
+          builder.atom(name);
+        }
+        return std::move(builder).build();
+      },
+      // Some servers advertise ENABLE and then refuse it: the session works without.
+      [this](Result<CommandReply>) { loginId(); });
 }
 
 void Session::loginId() {
@@ -590,16 +571,13 @@ void Session::loginId() {
     becomeReady();
     return;
   }
-  auto pending = std::make_unique<Pending>();
-  pending->internal = true;
-  pending->timeout = settings_.timeouts.login;
   std::string fields = "(\"name\" \"" + idSafe(settings_.client_name) + "\" \"version\" \"" +
                        idSafe(settings_.client_version) + "\")";
-  pending->build = [fields](const std::string& tag, LiteralMode mode) {
-    return CommandBuilder(tag, "ID", mode).raw(fields).build();
-  };
-  pending->done = [this](Result<CommandReply>) { becomeReady(); };
-  enqueue(std::move(pending), true);
+  loginStep(
+      [fields](const std::string& tag, LiteralMode mode) {
+        return CommandBuilder(tag, "ID", mode).raw(fields).build();
+      },
+      [this](Result<CommandReply>) { becomeReady(); });
 }
 
 void Session::becomeReady() {

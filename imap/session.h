@@ -212,11 +212,13 @@ private:
   void noteStatus(const protocol::StatusResponse& status);
 
   // Login steps, in order; each issues one command (or skips itself) and calls the next.
-  void loginCapability();
+  // CAPABILITY runs when the list is not known (greeting, after STARTTLS, after the login).
+  void loginStep(Build build, Done<CommandReply> done,
+                 std::function<void(const std::string&)> on_continuation = {});
+  void loginCapability(void (Session::*next)());
   void loginStartTls();
   void loginAuthenticate();
   void loginWithCredential(const std::string& credential);
-  void loginAfterAuth(const CommandReply& reply);
   void loginEnable();
   void loginId();
   void becomeReady();
