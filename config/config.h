@@ -179,7 +179,10 @@ struct Mailbox {
   Upstream smtp;                       // effective: microsoft365.smtp with this mailbox's overrides
   Upstream imap;                       // effective: microsoft365.imap with this mailbox's overrides
   std::uint32_t imap_max_sessions = 3; // imap.pool.max_sessions
-  SyncMode sync = SyncMode::kTwoWay;   // default one_way for access: graph
+  // imap.sent_folder: the Sent folder's name (UTF-8) when neither its \Sent flag nor a known
+  // localized name finds it; empty: none configured.
+  std::string imap_sent_folder;
+  SyncMode sync = SyncMode::kTwoWay; // default one_way for access: graph
 };
 
 struct Tenant {

@@ -897,9 +897,18 @@ void readMailbox(Reader& r, const Entry& e, const Microsoft365& m365, Mailbox& m
     mb.imap = m365.imap;
   }
   readUpstream(r, Fields(r, f.get("smtp"), kUpstreamKeys), mb.smtp, false);
-  const Fields imap(r, f.get("imap"),
-                    {"host", "port", "tls", "allow_self_signed", "ca_file", "pins", "pool"});
+  const Fields imap(
+      r, f.get("imap"),
+      {"host", "port", "tls", "allow_self_signed", "ca_file", "pins", "pool", "sent_folder"});
   readUpstream(r, imap, mb.imap, true);
+  if (const Entry* sent = imap.get("sent_folder");
+      r.str(sent, mb.imap_sent_folder) &&
+      (mb.imap_sent_folder.empty() || mb.imap_sent_folder.size() > 1024 ||
+       std::ranges::any_of(mb.imap_sent_folder, [](char c) {
+         return static_cast<unsigned char>(c) < 0x20 || c == 0x7f;
+       }))) {
+    r.error(*sent, "must be a folder name of 1 to 1024 bytes without control characters");
+  }
   const Fields pool(r, imap.get("pool"), {"max_sessions"});
   // Microsoft 365 refuses logins past about 16-20 concurrent IMAP connections per mailbox, and
   // other clients of the same mailbox (Outlook, phones) need some of them. 0: no IMAP side at all

@@ -35,6 +35,7 @@ PoolSettings ImapService::settingsFor(const config::Config& config, const config
   settings.tenant = tenant.id;
   settings.address = config::lowerAscii(mailbox.address);
   settings.max_sessions = mailbox.imap_max_sessions;
+  settings.sent_folder = mailbox.imap_sent_folder;
   settings.reconnect = options_.reconnect;
   // Bad credentials: the delivery side's login retry policy, five times slower (docs/imap.md).
   settings.login_retry_initial = std::chrono::duration_cast<std::chrono::milliseconds>(

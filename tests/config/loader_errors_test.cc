@@ -66,6 +66,19 @@ tenants:
                           "and 100"));
 }
 
+TEST(LoaderErrors, ImapSentFolderMustBeAName) {
+  EXPECT_THAT(
+      diagnose("tenants:\n  - id: acme\n    mailboxes:\n      - address: rep1@acme.example\n"
+               "        imap: {sent_folder: \"\"}\n"),
+      ElementsAre("t.yaml:5:29: tenants[0].mailboxes[0].imap.sent_folder: must be a folder "
+                  "name of 1 to 1024 bytes without control characters"));
+  EXPECT_THAT(
+      diagnose("tenants:\n  - id: acme\n    mailboxes:\n      - address: rep1@acme.example\n"
+               "        imap: {sent_folder: \"a\\r\\nb\"}\n"),
+      ElementsAre("t.yaml:5:29: tenants[0].mailboxes[0].imap.sent_folder: must be a folder "
+                  "name of 1 to 1024 bytes without control characters"));
+}
+
 TEST(LoaderErrors, ImapSessionCapsOutOfRange) {
   EXPECT_THAT(diagnose(R"(tenants:
   - id: acme

@@ -221,7 +221,7 @@ tenants:
     mailboxes:
       - address: rep1@acme.example
         auth: {method: app_password, password: pw}
-        imap: {host: 127.0.0.1, tls: starttls, pool: {max_sessions: 5}}
+        imap: {host: 127.0.0.1, tls: starttls, pool: {max_sessions: 5}, sent_folder: Gesendet}
       - address: rep2@acme.example
         access: custom
         smtp: {host: mail.acme.example}
@@ -238,6 +238,7 @@ tenants:
   EXPECT_EQ(rep1.imap.tls, TlsMode::kStarttls);
   EXPECT_EQ(rep1.imap.port, 143); // tls changed, port not written: the usual port for it
   EXPECT_EQ(rep1.imap_max_sessions, 5U);
+  EXPECT_EQ(rep1.imap_sent_folder, "Gesendet");
   EXPECT_EQ(rep1.sync, SyncMode::kTwoWay);
   ASSERT_TRUE(rep1.auth.has_value());
   EXPECT_EQ(rep1.auth->password->reveal(), "pw");
@@ -248,6 +249,7 @@ tenants:
   EXPECT_EQ(rep2.imap.port, 1993);
   EXPECT_EQ(rep2.imap.tls, TlsMode::kImplicit);
   EXPECT_EQ(rep2.imap_max_sessions, 3U);
+  EXPECT_EQ(rep2.imap_sent_folder, ""); // none configured
   EXPECT_EQ(rep2.sync, SyncMode::kNone);
   EXPECT_FALSE(rep2.auth.has_value());
 }

@@ -13,6 +13,7 @@ faults Dovecot cannot produce).
 import json
 import os
 import pathlib
+import signal
 import subprocess
 import sys
 import unittest
@@ -133,7 +134,7 @@ class PoolTest(unittest.TestCase):
         listing = api_get(gw, "/v1/mailboxes")
         self.assertIn("imap", json.dumps(listing))
 
-    def test_wrong_password_disconnects_with_a_hint_and_keeps_it_secret(self):
+    def test_wrong_password_disconnects_with_a_hint_and_a_reload_reconnects(self):
         dc = Dovecot(self.work, users={USER: PASSWORD}).start()
         self.addCleanup(dc.stop)
         wrong = "wrong-app-password-77"
@@ -143,6 +144,14 @@ class PoolTest(unittest.TestCase):
         self.assertTrue(state["last_error"]["hint"])
         self.assertIsNotNone(state["next_retry_at"])
         self.assertNotIn(wrong, gw.log_text())
+        # The operator fixes the password and reloads: the pool connects now, not at the next
+        # slow retry (minutes away).
+        gw.config_path.write_text(gw.config_path.read_text().replace(wrong, PASSWORD))
+        gw.proc.send_signal(signal.SIGHUP)
+        state = self.wait_imap(gw, lambda s: s["state"] == "connected"
+                               and s["sessions"]["idle"] == 1)
+        self.assertEqual(state["logins"], 1)
+        self.assertNotIn(PASSWORD, gw.log_text())
 
     def test_dovecot_killed_mid_idle_and_restarted_the_pool_recovers(self):
         dc = Dovecot(self.work, users={USER: PASSWORD}).start()
