@@ -258,10 +258,9 @@ void MailboxPool::maintain() {
            s->phase == Phase::kChecking;
   });
   if (open_count < settings_.max_sessions) {
-    if (mayOpen()) {
-      openSession(false);
+    if (!mayOpen() || openSession(false) != Opened::kBudgetSpent) {
+      return; // opening (or about to): the job gets that session
     }
-    return;
   }
   if (any_pending) {
     return;
@@ -279,19 +278,19 @@ void MailboxPool::maintain() {
   }
 }
 
-void MailboxPool::openSession(bool idle_role) {
+MailboxPool::Opened MailboxPool::openSession(bool idle_role) {
   // A turn at connecting (the service's gate: a start or a reload never opens thousands of
   // sessions at once), then room in the tenant's budget.
   if (gate_ && !gate_->tryAcquire()) {
     gate_->wait(this);
-    return;
+    return Opened::kGateBusy;
   }
   if (budget_ && !budget_->tryAcquire()) {
     if (gate_) {
       gate_->release();
     }
     budget_->wait(this);
-    return;
+    return Opened::kBudgetSpent;
   }
   auto slot = std::make_unique<Lease::Slot>();
   slot->idle_role = idle_role;
@@ -306,6 +305,7 @@ void MailboxPool::openSession(bool idle_role) {
   auto* raw = slot.get();
   slots_.push_back(std::move(slot));
   raw->session->start();
+  return Opened::kOpened;
 }
 
 void MailboxPool::budgetFreed() {

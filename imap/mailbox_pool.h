@@ -157,7 +157,8 @@ private:
   Lease::Slot* slotOf(const Session& session);
   Lease::Slot* slotById(uint64_t session_id);
   void maintain();
-  void openSession(bool idle_role);
+  enum class Opened { kOpened, kGateBusy, kBudgetSpent };
+  Opened openSession(bool idle_role); // kGateBusy, kBudgetSpent: told when a place frees
   // A logged-in session with nothing to do: the IDLE one watches INBOX, a worker waits for jobs.
   void settle(Lease::Slot& slot);
   void prepareIdle(Lease::Slot& slot);

@@ -242,6 +242,30 @@ TEST_F(PoolTest, TheTenantBudgetCapsSessionsAcrossMailboxes) {
   EXPECT_EQ(budget.used(), 1u);
   other.reset();
   EXPECT_EQ(budget.used(), 0u);
+  pool.reset(); // before the budget it uses
+}
+
+TEST_F(PoolTest, ASpentTenantBudgetLendsTheIdleSession) {
+  // A budget of one: the IDLE session holds it, so the job gets that session.
+  SessionBudget budget(1);
+  pool = std::make_unique<MailboxPool>(*loop, settings(3), &budget);
+  pool->start();
+  bool done = false;
+  LeaseRequestPtr request;
+  ASSERT_TRUE(loop.run({{[&] { return idling(); },
+                         [&] {
+                           request = pool->lease([&](Result<LeasePtr> lease) {
+                             ASSERT_TRUE(lease.has_value());
+                             auto shared = std::shared_ptr<Lease>(std::move(*lease));
+                             shared->session().noop(
+                                 [&, shared](Result<void> r) { done = r.has_value(); });
+                           });
+                         }},
+                        {[&] { return done && idling() && server.idling() == 1; }, {}}}));
+  EXPECT_EQ(server.accepted, 1);
+  EXPECT_EQ(server.dones, 1);
+  EXPECT_EQ(budget.used(), 1u);
+  pool.reset(); // before the budget it uses
 }
 
 TEST_F(PoolTest, TheConnectGateOpensSessionsInTurn) {
