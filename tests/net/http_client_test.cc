@@ -92,6 +92,7 @@ public:
     auto listener = Listener::listen(loop, Endpoint{"127.0.0.1", 0}, [this](ConnectionPtr conn) {
       auto session = std::make_unique<Session>();
       session->server = this;
+      peers.push_back(conn->peerAddress());
       session->conn = std::move(conn);
       session->conn->setHandler(session.get());
       sessions_.push_back(std::move(session));
@@ -109,6 +110,7 @@ public:
     return scheme + "://127.0.0.1:" + std::to_string(port()) + path;
   }
   std::vector<ParsedRequest> requests;
+  std::vector<std::string> peers; // of each accepted connection
 
 private:
   struct Session : Connection::Handler {
@@ -245,6 +247,47 @@ TEST(HttpClient, RedirectIsNotFollowed) {
   ASSERT_TRUE(result.has_value()) << result.error().describe();
   EXPECT_EQ(result->status, 302);
   EXPECT_EQ(server.requests.size(), 1u);
+}
+
+TEST(HttpClient, BindAddressIsTheSource) {
+  TestLoop loop;
+  HttpServer server(*loop, [](const ParsedRequest&) { return response(200, "ok"); });
+  auto client = makeClient(*loop);
+  ASSERT_TRUE(client);
+  HttpClientRequest request;
+  request.url = server.url("/");
+  request.bind_address = "127.0.0.1";
+  auto result = sendOne(loop, *client, request);
+  ASSERT_TRUE(result.has_value()) << result.error().describe();
+  ASSERT_EQ(server.peers.size(), 1u);
+  EXPECT_TRUE(server.peers[0].starts_with("127.0.0.1:")) << server.peers[0];
+}
+
+TEST(HttpClient, ConnectionsAreReused) {
+  TestLoop loop;
+  HttpServer server(*loop, [](const ParsedRequest&) { return response(200, "ok"); });
+  auto client = makeClient(*loop);
+  ASSERT_TRUE(client);
+  HttpClientRequest request;
+  request.method = "GET";
+  request.url = server.url("/");
+  int remaining = 3;
+  PendingHttpPtr pending;
+  std::function<void()> next = [&] {
+    pending = client->send(request, [&](Result<HttpClientResponse> result) {
+      EXPECT_TRUE(result.has_value());
+      if (--remaining == 0) {
+        loop->stop();
+      } else {
+        next();
+      }
+    });
+  };
+  next();
+  loop.run();
+  EXPECT_EQ(remaining, 0);
+  EXPECT_EQ(server.requests.size(), 3u);
+  EXPECT_EQ(server.peers.size(), 1u);
 }
 
 TEST(HttpClient, ConnectionRefused) {
