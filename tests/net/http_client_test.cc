@@ -93,6 +93,10 @@ public:
       auto session = std::make_unique<Session>();
       session->server = this;
       peers.push_back(conn->peerAddress());
+      alpns.push_back(conn->alpnSelected());
+      if (abort_on_accept) {
+        conn->abort();
+      }
       session->conn = std::move(conn);
       session->conn->setHandler(session.get());
       sessions_.push_back(std::move(session));
@@ -111,6 +115,8 @@ public:
   }
   std::vector<ParsedRequest> requests;
   std::vector<std::string> peers; // of each accepted connection
+  std::vector<std::string> alpns; // what each accepted connection agreed
+  bool abort_on_accept = false;   // e.g. for an h2 client: this server speaks only HTTP/1.1
 
 private:
   struct Session : Connection::Handler {
@@ -556,6 +562,42 @@ TEST(HttpClient, HttpsWithoutTrustFailsWithTls) {
   auto result = sendOne(loop, *client, request);
   ASSERT_FALSE(result.has_value());
   EXPECT_EQ(result.error().code, "http.tls") << result.error().describe();
+}
+
+// The test server cannot speak h2, so the h2 case checks what was agreed and then hangs up.
+TEST(HttpClient, OffersH2ViaAlpnOnlyWhenAsked) {
+  const auto* pki = test::pki();
+  if (pki == nullptr) {
+    GTEST_SKIP() << "no openssl command";
+  }
+  for (const bool http2 : {true, false}) {
+    TestLoop loop;
+    TlsServerOptions options;
+    options.cert_file = pki->server_cert;
+    options.key_file = pki->server_key;
+    options.alpn = {"h2", "http/1.1"};
+    auto tls = TlsContext::server(options);
+    ASSERT_TRUE(tls.has_value()) << tls.error().describe();
+    HttpServer server(
+        *loop, [](const ParsedRequest&) { return response(200, "one"); }, *tls);
+    server.abort_on_accept = http2;
+    auto client = makeClient(*loop);
+    ASSERT_TRUE(client);
+    HttpClientRequest request;
+    request.url = server.url("/", "https");
+    request.ca_file = pki->ca_cert;
+    request.http2 = http2;
+    auto result = sendOne(loop, *client, request);
+    ASSERT_EQ(server.alpns.size(), 1u);
+    if (http2) {
+      EXPECT_EQ(server.alpns[0], "h2");
+      EXPECT_FALSE(result.has_value());
+    } else {
+      EXPECT_EQ(server.alpns[0], "http/1.1");
+      ASSERT_TRUE(result.has_value()) << result.error().describe();
+      EXPECT_EQ(result->http_version, "1.1");
+    }
+  }
 }
 
 } // namespace
