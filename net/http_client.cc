@@ -442,6 +442,10 @@ Result<void> HttpOp::prepare() {
     // Added to the system store in this request's own SSL_CTX; the shared CA cache is off so the
     // extra trust never leaks into other requests.
     curl_easy_setopt(e, CURLOPT_CA_CACHE_TIMEOUT, 0L);
+    // curl's connection reuse does not know about trust added this way: keep such a connection
+    // to this request alone, so a request without the extra trust never rides on it.
+    curl_easy_setopt(e, CURLOPT_FRESH_CONNECT, 1L);
+    curl_easy_setopt(e, CURLOPT_FORBID_REUSE, 1L);
     curl_easy_setopt(e, CURLOPT_SSL_CTX_FUNCTION, onSslContext);
     curl_easy_setopt(e, CURLOPT_SSL_CTX_DATA, this);
   }
