@@ -4,6 +4,7 @@
 #include "net/connector.h"
 #include "net/digest.h"
 #include "net/endpoint.h"
+#include "net/http_client.h"
 #include "net/listener.h"
 #include "net/loop.h"
 #include "net/timer.h"
@@ -16,6 +17,9 @@
 #endif
 #ifdef OPENSSL_VERSION_NUMBER
 #error "a public net/ header includes OpenSSL"
+#endif
+#ifdef CURLINC_CURL_H
+#error "a public net/ header includes <curl/curl.h>"
 #endif
 #ifdef HEADER_SSL_H
 #error "a public net/ header includes <openssl/ssl.h>"
