@@ -1,13 +1,24 @@
-// HttpClient against a small HTTP/1.1 server written on net::Listener, over loopback only.
+// HttpClient against a small HTTP/1.1 server written on net::Listener, and against real nghttpd
+// (HTTP/2 over TLS), over loopback only.
 #include "net/http_client.h"
 #include "net/listener.h"
 #include "net/tls_context.h"
 #include "test_util.h"
 
+#include <arpa/inet.h>
+#include <chrono>
+#include <csignal>
 #include <fmt/format.h>
+#include <fstream>
 #include <gtest/gtest.h>
 #include <map>
+#include <netinet/in.h>
 #include <optional>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <thread>
+#include <unistd.h>
 
 namespace mailgate::net {
 namespace {
@@ -598,6 +609,95 @@ TEST(HttpClient, OffersH2ViaAlpnOnlyWhenAsked) {
       EXPECT_EQ(result->http_version, "1.1");
     }
   }
+}
+
+// nghttpd (nghttp2-server, installed by scripts/bootstrap): a real HTTP/2 server, started on a
+// free loopback port with the test CA's certificate, stopped by PID.
+class Nghttpd {
+public:
+  Nghttpd(const test::Pki& pki, const std::string& htdocs) {
+    int probe = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof(addr);
+    ::bind(probe, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+    ::getsockname(probe, reinterpret_cast<sockaddr*>(&addr), &len);
+    port_ = ntohs(addr.sin_port);
+    ::close(probe);
+    std::vector<std::string> args{"nghttpd",      "-a",           "127.0.0.1",
+                                  "-d",           htdocs,         std::to_string(port_),
+                                  pki.server_key, pki.server_cert};
+    std::vector<char*> argv;
+    for (auto& a : args) {
+      argv.push_back(a.data());
+    }
+    argv.push_back(nullptr);
+    if (posix_spawnp(&pid_, "nghttpd", nullptr, nullptr, argv.data(), environ) != 0) {
+      pid_ = 0;
+    }
+  }
+  ~Nghttpd() {
+    if (pid_ > 0) {
+      ::kill(pid_, SIGTERM);
+      ::waitpid(pid_, nullptr, 0);
+    }
+  }
+  // Waits (bounded) until the port accepts; false if nghttpd did not start.
+  bool ready() const {
+    for (int i = 0; pid_ > 0 && i < 250; ++i) {
+      int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+      sockaddr_in addr{};
+      addr.sin_family = AF_INET;
+      addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+      addr.sin_port = htons(port_);
+      bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
+      ::close(fd);
+      if (ok) {
+        return true;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20)); // nghttpd is starting
+    }
+    return false;
+  }
+  [[nodiscard]] uint16_t port() const { return port_; }
+
+private:
+  pid_t pid_ = 0;
+  uint16_t port_ = 0;
+};
+
+TEST(HttpClient, Http2AgainstRealNghttpd) {
+  const auto* pki = test::pki();
+  ASSERT_NE(pki, nullptr) << "the openssl command makes the test certificates";
+  const std::string body = test::pattern(200 * 1024);
+  {
+    std::ofstream file(pki->dir + "/delta.json", std::ios::binary);
+    file << body;
+  }
+  Nghttpd server(*pki, pki->dir);
+  ASSERT_TRUE(server.ready()) << "nghttpd (nghttp2-server) did not start";
+  TestLoop loop;
+  auto client = makeClient(*loop);
+  ASSERT_TRUE(client);
+  HttpClientRequest request;
+  request.method = "GET";
+  request.url = fmt::format("https://localhost:{}/delta.json", server.port());
+  request.ca_file = pki->ca_cert;
+  request.headers = {{"Authorization", "Bearer not-a-real-token"}};
+  auto result = sendOne(loop, *client, request);
+  ASSERT_TRUE(result.has_value()) << result.error().describe();
+  EXPECT_EQ(result->status, 200);
+  EXPECT_EQ(result->http_version, "2");
+  EXPECT_EQ(result->body, body);
+  // The same file past the response limit is refused, not truncated.
+  TestLoop loop2;
+  auto client2 = makeClient(*loop2);
+  ASSERT_TRUE(client2);
+  request.max_response_bytes = 64 * 1024;
+  auto limited = sendOne(loop2, *client2, request);
+  ASSERT_FALSE(limited.has_value());
+  EXPECT_EQ(limited.error().code, "http.too_large");
 }
 
 } // namespace
