@@ -879,6 +879,22 @@ Result<void> QueueTables::saveRouteState(const relay::RouteStateRecord& state,
   return {};
 }
 
+Result<Statement*> QueueTables::cached(std::string_view sql) {
+  if (auto it = cached_.find(sql); it != cached_.end()) {
+    return &it->second;
+  }
+  auto st = db_.prepare(sql);
+  if (!st) {
+    return std::unexpected(std::move(st.error()));
+  }
+  auto [it, inserted] = cached_.emplace(std::string(sql), std::move(*st));
+  return &it->second;
+}
+
+Result<void> QueueTables::addEvent(const relay::EventRecord& event, int64_t now_ms) {
+  return addRouteEvent(event, now_ms);
+}
+
 Result<void> QueueTables::recordEvent(const relay::EventRecord& event) {
   return addRouteEvent(event, wallClockMs());
 }

@@ -13,6 +13,7 @@
 #include "relay/queue_store.h"
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -81,6 +82,13 @@ public:
 
   SqliteDb& db() { return db_; }
 
+  // --- for the tables of other features (webhook cursors, sync state, write-back) ---------------
+  // The statement for `sql`, prepared on first use and kept for the life of the connection (so
+  // `sql` should be a constant). The caller resets it (StatementScope) before the next use.
+  [[nodiscard]] Result<Statement*> cached(std::string_view sql);
+  // Adds `event` to the outbox in the caller's transaction, stamped `now_ms`, with a new id.
+  [[nodiscard]] Result<void> addEvent(const relay::EventRecord& event, int64_t now_ms);
+
 private:
   // Only create() can make a Key, so only create() constructs (through std::make_unique).
   struct Key {
@@ -115,6 +123,7 @@ private:
   std::unique_ptr<Statements> st_;
   std::optional<MessageLister> lister_; // set by create(); uses db_, so it is declared after it
   size_t keys_written_ = 0;
+  std::map<std::string, Statement, std::less<>> cached_; // cached(); declared after db_
 };
 
 } // namespace mailgate::store

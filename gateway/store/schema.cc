@@ -155,6 +155,59 @@ BEGIN
   UPDATE message_counts SET n = n - 1 WHERE tenant = old.tenant AND state = old.state;
 END;
 )sql"},
+    Migration{4, "webhook cursors, sync state, synced messages, write-back index", R"sql(
+-- Webhook delivery (gateway/webhooks): how far each configured endpoint has the outbox. Every
+-- event with seq <= seq was delivered to it, or is one it does not want.
+CREATE TABLE webhook_cursors (
+  webhook    TEXT PRIMARY KEY,
+  seq        INTEGER NOT NULL,
+  updated_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+
+-- Sync state per mailbox and folder (imap/sync). `folder` is the role ("inbox", "sent", or a
+-- configured folder's name), `name` the server's name last selected. UIDs in
+-- [low_uid, top_uid] of this uidvalidity are synced; backfill walks low_uid down to 1, new mail
+-- is above top_uid. uidvalidity 0: never selected.
+CREATE TABLE sync_folders (
+  mailbox        TEXT NOT NULL COLLATE NOCASE,
+  folder         TEXT NOT NULL,
+  tenant         TEXT NOT NULL,
+  name           TEXT NOT NULL,
+  uidvalidity    INTEGER NOT NULL,
+  highest_modseq INTEGER NOT NULL,
+  top_uid        INTEGER NOT NULL,
+  low_uid        INTEGER NOT NULL,
+  backfill_done  INTEGER NOT NULL,
+  total          INTEGER NOT NULL,
+  done           INTEGER NOT NULL,
+  started_ms     INTEGER NOT NULL,
+  updated_ms     INTEGER NOT NULL,
+  PRIMARY KEY (mailbox, folder)
+) WITHOUT ROWID;
+
+-- Every message synced from a mailbox (and BCC-ingested mail): what the CRM was told about,
+-- kept when the mailbox is disconnected. The raw text is last so index scans never read it.
+CREATE TABLE synced_messages (
+  id            INTEGER PRIMARY KEY,
+  mailbox       TEXT NOT NULL COLLATE NOCASE,
+  folder        TEXT NOT NULL,
+  uidvalidity   INTEGER NOT NULL,
+  uid           INTEGER NOT NULL,
+  tenant        TEXT NOT NULL,
+  message_id    TEXT NOT NULL,
+  flags         TEXT NOT NULL,
+  internal_date TEXT NOT NULL,
+  size          INTEGER NOT NULL,
+  synced_ms     INTEGER NOT NULL,
+  raw           BLOB NOT NULL
+);
+CREATE UNIQUE INDEX synced_by_uid ON synced_messages (mailbox, folder, uidvalidity, uid);
+CREATE INDEX synced_by_message_id ON synced_messages (mailbox, message_id);
+
+-- Sent-folder write-back (imap/sent_writer) reads the messages still to append, per mailbox.
+CREATE INDEX messages_writeback_pending ON messages (mailbox COLLATE NOCASE, id)
+  WHERE writeback = 'pending';
+)sql"},
 };
 
 Result<int> currentVersion(SqliteDb& db) {

@@ -145,6 +145,13 @@ void SqliteQueueStore::submitRead(std::function<void(Result<T>)> done, Work work
   push(std::move(op));
 }
 
+void SqliteQueueStore::submitErased(ErasedWork w, bool read_only) {
+  auto work = [fn = std::move(w.work)](QueueTables& t) { return fn(t); };
+  auto op = std::make_unique<TypedOp<void, decltype(work)>>(std::move(work), std::move(w.done));
+  op->read_only = read_only;
+  push(std::move(op));
+}
+
 void SqliteQueueStore::push(std::unique_ptr<Op> op) {
   {
     std::lock_guard lock(mu_);

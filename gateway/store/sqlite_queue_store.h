@@ -159,6 +159,23 @@ public:
   // Outbox events with seq > after_seq, oldest first, at most `limit`.
   void listEvents(int64_t after_seq, size_t limit,
                   std::function<void(Result<std::vector<StoredEvent>>)> done);
+  // --- the tables of other features (webhook cursors, sync state, write-back) ----------------
+  // Runs `work` on the storage thread inside a batch transaction (in its own savepoint, as every
+  // operation) and hands its result to `done` through post once the batch is committed. Errors
+  // as for every write; a lost batch completes with the batch's error even when `work`
+  // succeeded. `work` may run twice (a batch retried without another operation's failure), so
+  // it must only touch the database. Events it adds (QueueTables::addEvent) count in
+  // lastEventSeq() before `done` runs.
+  template <typename T>
+  void write(std::function<Result<T>(QueueTables&)> work, std::function<void(Result<T>)> done) {
+    submitErased(erase<T>(std::move(work), std::move(done)), false);
+  }
+  // write() for work that only reads (one read transaction, no fsync; see the top).
+  template <typename T>
+  void read(std::function<Result<T>(QueueTables&)> work, std::function<void(Result<T>)> done) {
+    submitErased(erase<T>(std::move(work), std::move(done)), true);
+  }
+
   // Changes the size cap at run time (0: none), e.g. on config reload.
   void setMaxDbBytes(uint64_t bytes, std::function<void(Result<void>)> done);
 
@@ -198,6 +215,34 @@ public:
                    int64_t last_event_seq, std::unique_ptr<QueueTables> tables);
 
 private:
+  struct ErasedWork {
+    std::function<Result<void>(QueueTables&)> work;
+    std::function<void(Result<void>)> done;
+  };
+  template <typename T>
+  static ErasedWork erase(std::function<Result<T>(QueueTables&)> work,
+                          std::function<void(Result<T>)> done) {
+    auto slot = std::make_shared<std::optional<Result<T>>>();
+    return ErasedWork{[work = std::move(work), slot](QueueTables& t) -> Result<void> {
+                        slot->emplace(work(t));
+                        if (!slot->value()) {
+                          return std::unexpected(slot->value().error());
+                        }
+                        return {};
+                      },
+                      [done = std::move(done), slot](Result<void> r) {
+                        if (!done) {
+                          return;
+                        }
+                        if (!r) {
+                          done(std::unexpected(std::move(r.error())));
+                        } else {
+                          done(std::move(slot->value()));
+                        }
+                      }};
+  }
+  void submitErased(ErasedWork w, bool read_only);
+
   template <typename T, typename Work>
   void submit(std::function<void(Result<T>)> done, Work work, bool direct = false);
   // submit() for an operation that only reads.
