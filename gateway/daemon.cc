@@ -5,7 +5,9 @@
 #include "gateway/api/api_server.h"
 #include "gateway/api/control_api.h"
 #include "gateway/store/sqlite_queue_store.h"
+#include "gateway/store/sync_tables.h"
 #include "imap/imap_service.h"
+#include "imap/sync_service.h"
 #include "net/loop.h"
 #include "net/timer.h"
 #include "relay/delivery_engine.h"
@@ -94,6 +96,8 @@ struct Daemon::Impl {
   std::unique_ptr<store::SqliteQueueStore> store;
   std::unique_ptr<relay::DeliveryEngine> delivery;
   std::unique_ptr<imap::ImapService> imap;
+  std::unique_ptr<store::SqliteSyncStore> sync_store;
+  std::unique_ptr<imap::SyncService> sync;
   std::unique_ptr<relay::SubmissionServer> smtp;
   std::unique_ptr<api::ControlApi> control;
   std::unique_ptr<api::ApiServer> api;
@@ -161,6 +165,9 @@ Result<std::unique_ptr<Daemon>> Daemon::create(config::Config config, std::strin
   // their IMAP side shows disconnected with "imap.no_token_source".
   impl->imap = std::make_unique<imap::ImapService>(*impl->loop, std::move(imap_options));
   impl->imap->apply(cfg);
+  impl->sync_store = std::make_unique<store::SqliteSyncStore>(*impl->store);
+  impl->sync = std::make_unique<imap::SyncService>(*impl->loop, *impl->imap, *impl->sync_store);
+  impl->sync->apply(cfg);
 
   Impl* raw = impl.get();
   api::ControlApiDeps deps;
@@ -172,6 +179,9 @@ Result<std::unique_ptr<Daemon>> Daemon::create(config::Config config, std::strin
   deps.figures = [raw] { return raw->figures(); };
   deps.imap_status = [raw](std::string_view address, imap::MailboxImapStatus& out) {
     return raw->imap && raw->imap->status(address, out);
+  };
+  deps.sync_status = [raw](std::string_view address, imap::MailboxSyncStatus& out) {
+    return raw->sync && raw->sync->status(address, out);
   };
   deps.version = MAILGATE_VERSION;
   impl->control = std::make_unique<api::ControlApi>(std::move(deps), impl->config);
@@ -251,6 +261,7 @@ void Daemon::Impl::onTerminate() {
     log->info("submission sessions and API connections finished");
     delivery->drain([this] {
       log->info("deliveries in flight finished");
+      sync->stop();
       imap->stop([this] {
         log->info("IMAP sessions logged out");
         finish();
@@ -311,7 +322,9 @@ Result<api::ReloadReport> Daemon::Impl::reload() {
         fmt::format("listeners.api.tokens: {} token(s)", next->listeners.api.tokens.size()));
   }
   imap->apply(*next);
-  report.applied.push_back(fmt::format("imap: {} mailbox pool(s)", imap->poolCount()));
+  sync->apply(*next);
+  report.applied.push_back(
+      fmt::format("imap: {} mailbox pool(s), {} syncing", imap->poolCount(), sync->engineCount()));
   control->reconfigure(next);
   config = next;
   // Every component now holds the configuration it uses itself.
@@ -329,7 +342,9 @@ void Daemon::Impl::finish() {
   control.reset();
   smtp.reset();
   delivery.reset();
+  sync.reset();
   imap.reset();
+  sync_store.reset();
   // Completes every store operation still queued; their completions run in one more loop turn.
   store.reset();
   loop->stop();

@@ -14,6 +14,7 @@
 #include "gateway/api/http_exchange.h"
 #include "gateway/store/sqlite_queue_store.h"
 #include "imap/mailbox_status.h"
+#include "imap/sync_status.h"
 #include "relay/queue_store.h"
 
 #include <cstdint>
@@ -66,6 +67,9 @@ struct ControlApiDeps {
   // help it: `out` is a reused object, reset to a default status before each call, and
   // assigning into its strings keeps their storage.
   std::function<bool(std::string_view address, imap::MailboxImapStatus& out)> imap_status;
+  // The sync side of a mailbox (sync: two_way with an IMAP pool), the same way: true after
+  // filling `out`; null or false: "sync_progress" is null.
+  std::function<bool(std::string_view address, imap::MailboxSyncStatus& out)> sync_status;
   std::string version;
 };
 

@@ -72,9 +72,65 @@ void writeImap(store::JsonWriter& w, const imap::MailboxImapStatus& s) {
   w.endObject();
 }
 
+// "sync_progress": null for a mailbox without sync, else the engine's phase and each folder's
+// progress (docs/sync.md).
+void writeSync(store::JsonWriter& w, const std::optional<imap::MailboxSyncStatus>& sync) {
+  w.key("sync_progress");
+  if (!sync) {
+    w.null();
+    return;
+  }
+  w.beginObject();
+  w.key("phase").value(sync->phase);
+  w.key("fetched").value(sync->fetched);
+  w.key("folders").beginArray();
+  for (const auto& f : sync->folders) {
+    const auto& st = f.state;
+    w.beginObject();
+    w.key("folder").value(st.name);
+    w.key("role").value(st.role);
+    w.key("uidvalidity").value(st.uidvalidity);
+    w.key("done").value(st.done);
+    w.key("total").value(st.total);
+    w.key("percent").value(st.backfill_done || st.total == 0 ? uint64_t{100}
+                                                             : st.done * 100 / st.total);
+    w.key("backfill_done").value(st.backfill_done);
+    w.key("messages_per_second").value(static_cast<uint64_t>(f.rate_per_s + 0.5));
+    w.key("eta_seconds");
+    if (f.eta_seconds >= 0) {
+      w.value(f.eta_seconds);
+    } else {
+      w.null();
+    }
+    time(w, "started_at", st.started_ms);
+    time(w, "updated_at", st.updated_ms);
+    w.endObject();
+  }
+  w.endArray();
+  time(w, "last_cycle_at", sync->last_cycle_ms);
+  w.key("last_error");
+  if (!sync->last_error_code.empty()) {
+    w.beginObject();
+    w.key("code").value(sync->last_error_code);
+    w.key("message").value(sync->last_error);
+    time(w, "at", sync->last_error_at_ms);
+    w.endObject();
+  } else {
+    w.null();
+  }
+  w.endObject();
+}
+
 } // namespace
 
 bool ControlApi::State::fetchImap(std::string_view address) {
+  scratch_sync.reset();
+  if (deps.sync_status) {
+    imap::MailboxSyncStatus sync;
+    if (deps.sync_status(address, sync)) {
+      scratch_sync = std::move(sync);
+    }
+  }
   if (!deps.imap_status) {
     return false; // nothing ever writes scratch_imap then: it is still the default
   }
@@ -93,7 +149,8 @@ bool ControlApi::State::fetchImap(std::string_view address) {
 // mailbox, and building the tree cost more than everything else in the request together.
 void ControlApi::State::writeMailbox(store::JsonWriter& w, const Directory& dir,
                                      const relay::MailboxStatus& s,
-                                     const imap::MailboxImapStatus& imap) {
+                                     const imap::MailboxImapStatus& imap,
+                                     const std::optional<imap::MailboxSyncStatus>& sync) {
   const auto& v = s.route;
   const relay::policy::MailboxRef* ref = dir.senders->find(v.address);
   const config::Tenant* tenant = ref != nullptr ? ref->tenant : nullptr;
@@ -157,6 +214,7 @@ void ControlApi::State::writeMailbox(store::JsonWriter& w, const Directory& dir,
   w.key("in_flight").value(s.in_flight);
   w.endObject();
   writeImap(w, imap);
+  writeSync(w, sync);
   w.key("last_error");
   if (s.last_error) {
     w.beginObject();
@@ -210,13 +268,13 @@ void ControlApi::State::replyMailbox(const CallPtr& call, const relay::MailboxSt
   const imap::MailboxImapStatus& imap = scratch_imap;
   auto it = mailbox_cache.find(s.route.address);
   if (it == mailbox_cache.end() || !sameRendering(it->second.status, s) ||
-      it->second.imap != imap) {
+      it->second.imap != imap || it->second.sync != scratch_sync) {
     store::JsonWriter w(1536);
-    writeMailbox(w, *call->directory, s, imap);
+    writeMailbox(w, *call->directory, s, imap, scratch_sync);
     it = mailbox_cache
-             .insert_or_assign(
-                 s.route.address,
-                 RenderedMailbox{s, imap, std::make_shared<const std::string>(w.take())})
+             .insert_or_assign(s.route.address,
+                               RenderedMailbox{s, imap, scratch_sync,
+                                               std::make_shared<const std::string>(w.take())})
              .first;
   }
   replyJsonShared(call, 200, it->second.json);
@@ -270,7 +328,7 @@ void ControlApi::State::getMailboxes(const CallPtr& call) {
           return;
         }
         fetchImap(s.route.address);
-        writeMailbox(w, *call->directory, s, scratch_imap);
+        writeMailbox(w, *call->directory, s, scratch_imap, scratch_sync);
         ++count;
         last = std::move(key);
       },

@@ -136,6 +136,7 @@ struct ControlApi::State : std::enable_shared_from_this<ControlApi::State> {
   struct RenderedMailbox {
     relay::MailboxStatus status;
     imap::MailboxImapStatus imap;
+    std::optional<imap::MailboxSyncStatus> sync;
     std::shared_ptr<const std::string> json; // shared with answers still being sent
   };
   static constexpr std::size_t kMailboxCacheMax = 4096;
@@ -146,6 +147,8 @@ struct ControlApi::State : std::enable_shared_from_this<ControlApi::State> {
   // is one; without one scratch_imap holds the default status ("off", zeros, empty texts).
   bool fetchImap(std::string_view address);
   imap::MailboxImapStatus scratch_imap; // refilled by every fetchImap(), storage reused
+  // Refilled by fetchImap() too: the sync side (deps.sync_status), unset when there is none.
+  std::optional<imap::MailboxSyncStatus> scratch_sync;
   // An answer whose JSON text is already written.
   void replyJsonText(const CallPtr& call, int status, std::string json, HttpHeaders extra = {});
   void replyJsonShared(const CallPtr& call, int status, std::shared_ptr<const std::string> json);
@@ -157,7 +160,8 @@ struct ControlApi::State : std::enable_shared_from_this<ControlApi::State> {
   // Who may send as whom, for the current configuration (rebuilt on reconfigure).
   std::shared_ptr<const Directory> directory;
   static void writeMailbox(store::JsonWriter& w, const Directory& dir,
-                           const relay::MailboxStatus& s, const imap::MailboxImapStatus& imap);
+                           const relay::MailboxStatus& s, const imap::MailboxImapStatus& imap,
+                           const std::optional<imap::MailboxSyncStatus>& sync);
   void rebuildDirectory();
   // Large submissions being composed on the worker, by job id (their calls wait here, on the
   // loop thread).
