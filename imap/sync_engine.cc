@@ -6,7 +6,9 @@
 
 #include <algorithm>
 #include <chrono>
+#include <fmt/format.h>
 #include <spdlog/spdlog.h>
+#include <variant>
 
 namespace mailgate::imap {
 namespace {
@@ -15,6 +17,17 @@ constexpr std::string_view kInbox = "inbox";
 constexpr std::string_view kSent = "sent";
 constexpr std::string_view kFetchItems =
     "(UID FLAGS INTERNALDATE RFC822.SIZE ENVELOPE BODY.PEEK[])";
+
+// Flags as the CRM sees them: \Recent is a per-session flag (gone in IMAP4rev2) that says
+// nothing about the message.
+std::vector<std::string> persistentFlags(std::vector<std::string> flags) {
+  std::erase_if(flags, [](const std::string& f) {
+    return f.size() == 7 && (f[0] == '\\') &&
+           std::equal(f.begin() + 1, f.end(), "recent",
+                      [](char a, char b) { return (a | 0x20) == b; });
+  });
+  return flags;
+}
 
 std::vector<SyncedAddress> addresses(const std::vector<protocol::Address>& in) {
   std::vector<SyncedAddress> out;
@@ -32,7 +45,7 @@ FetchedMessage toMessage(protocol::FetchData&& d) {
   FetchedMessage m;
   m.uid = d.uid.value_or(0);
   if (d.flags) {
-    m.flags = std::move(*d.flags);
+    m.flags = persistentFlags(std::move(*d.flags));
   }
   m.internal_date = d.internal_date.value_or("");
   m.size = d.rfc822_size.value_or(0);
@@ -290,15 +303,16 @@ void SyncEngine::afterReset(Folder& f, const SelectInfo& info) {
     f.state.uidvalidity = info.uidvalidity.value_or(0);
     f.state.highest_modseq = info.highest_modseq.value_or(0);
     f.state.total = info.exists;
+    f.exists = info.exists;
+    f.modseq_seen = f.state.highest_modseq;
     if (f.state.started_ms == 0) {
       f.state.started_ms = wallMs();
     }
     listRange(f, 1, true);
     return;
   }
-  if (info.highest_modseq) {
-    f.state.highest_modseq = *info.highest_modseq;
-  }
+  f.exists = info.exists;
+  f.modseq_seen = info.highest_modseq.value_or(0);
   const bool maybe_new = !info.uidnext || *info.uidnext > f.state.top_uid + 1;
   if (maybe_new && info.exists > 0) {
     listRange(f, f.state.top_uid + 1, false);
@@ -366,7 +380,7 @@ void SyncEngine::fetchNewer(Folder& f, std::vector<std::pair<uint32_t, uint64_t>
 
 void SyncEngine::backfill(Folder& f) {
   if (f.state.backfill_done) {
-    folderDone();
+    scanFlags(f);
     return;
   }
   if (!f.older_listed) {
@@ -439,6 +453,103 @@ void SyncEngine::backfill(Folder& f) {
     f.older.pop_back();
   }
   fetchBatch(f, std::move(uids), true, [this, &f] { backfill(f); });
+}
+
+void SyncEngine::scanFlags(Folder& f) {
+  if (f.flags_run == run_ || f.exists == 0 || f.state.done == 0) {
+    folderDone();
+    return;
+  }
+  f.flags_run = run_;
+  std::weak_ptr<bool> alive = alive_;
+  const uint64_t run = run_;
+  auto got = std::make_shared<std::vector<SyncStore::FlagUpdate>>();
+  const auto collect = [got](protocol::FetchData& d) {
+    if (d.uid && d.flags) {
+      got->emplace_back(*d.uid, persistentFlags(std::move(*d.flags)));
+    }
+  };
+  if (session()->hasCapability("CONDSTORE") && f.state.highest_modseq > 0 && f.modseq_seen > 0) {
+    if (f.modseq_seen <= f.state.highest_modseq) {
+      folderDone(); // nothing changed since the last scan
+      return;
+    }
+    protocol::SequenceSet all;
+    all.add(1, protocol::SequenceSet::kStar);
+    session()->uidFetch(
+        all, fmt::format("(UID FLAGS) (CHANGEDSINCE {})", f.state.highest_modseq),
+        [collect](protocol::FetchData&& d) { collect(d); },
+        [this, alive, run, &f, got](Result<void> r) {
+          if (alive.expired() || !current(run)) {
+            return;
+          }
+          if (!r) {
+            abortCycle(r.error());
+            return;
+          }
+          storeFlags(f, std::move(*got), true);
+        });
+    return;
+  }
+  // By sequence number: the newest flag_recent, then the next chunk of the rolling walk.
+  protocol::SequenceSet set;
+  const uint32_t exists = f.exists;
+  const uint32_t recent_from =
+      exists > settings_.flag_recent ? exists - settings_.flag_recent + 1 : 1;
+  set.add(recent_from, exists);
+  if (recent_from > 1) {
+    uint32_t top =
+        f.flag_cursor == 0 || f.flag_cursor >= recent_from ? recent_from - 1 : f.flag_cursor;
+    const uint32_t bottom = top > settings_.flag_chunk ? top - settings_.flag_chunk + 1 : 1;
+    set.add(bottom, top);
+    f.flag_cursor = bottom > 1 ? bottom - 1 : 0; // 0: the next walk starts at the top again
+  }
+  session()->run(
+      [set](const std::string& tag, protocol::LiteralMode mode) {
+        return protocol::CommandBuilder(tag, "FETCH", mode)
+            .sequence(set)
+            .raw("(UID FLAGS)")
+            .build();
+      },
+      [this, alive, run, &f, got, collect](Result<CommandReply> r) {
+        if (alive.expired() || !current(run)) {
+          return;
+        }
+        if (!r) {
+          abortCycle(r.error());
+          return;
+        }
+        for (auto& u : r->untagged) {
+          if (auto* d = std::get_if<protocol::FetchData>(&u)) {
+            collect(*d);
+          }
+        }
+        storeFlags(f, std::move(*got), false);
+      });
+}
+
+void SyncEngine::storeFlags(Folder& f, std::vector<SyncStore::FlagUpdate> flags, bool condstore) {
+  if (condstore) {
+    f.state.highest_modseq = f.modseq_seen;
+  } else if (flags.empty()) {
+    folderDone();
+    return;
+  }
+  std::weak_ptr<bool> alive = alive_;
+  const uint64_t run = run_;
+  store_.updateFlags(settings_.owner, f.state, std::move(flags),
+                     [this, alive, run](Result<uint64_t> r) {
+                       if (alive.expired()) {
+                         return;
+                       }
+                       if (!r) {
+                         fail(r.error());
+                         return;
+                       }
+                       if (current(run)) {
+                         folderDone();
+                       }
+                     });
 }
 
 void SyncEngine::fetchBatch(Folder& f, std::vector<uint32_t> uids, bool older,

@@ -42,7 +42,13 @@ struct SyncEngineSettings {
   size_t batch_messages = 250;               // messages per fetch and commit at most
   uint64_t batch_bytes = 8ull * 1024 * 1024; // RFC822.SIZE per batch at most (one bigger message
                                              // goes alone)
-  size_t max_committing = 2;                 // batches committing while the next is fetched
+  // Flag changes without CONDSTORE (Microsoft 365): each live cycle reads the flags of the newest
+  // flag_recent messages of a folder and of the next flag_chunk of the rest, walking down and
+  // wrapping, so a mailbox of N messages is covered every N / flag_chunk cycles. With CONDSTORE
+  // one UID FETCH CHANGEDSINCE per cycle does it.
+  uint32_t flag_recent = 500;
+  uint32_t flag_chunk = 5000;
+  size_t max_committing = 2; // batches committing while the next is fetched
   std::chrono::milliseconds slice{std::chrono::seconds(20)};         // backfill per folder per turn
   std::chrono::milliseconds check_interval{std::chrono::minutes(2)}; // every folder
   std::chrono::milliseconds progress_interval{std::chrono::seconds(10)}; // sync.progress events
@@ -75,6 +81,10 @@ private:
     int64_t run_started_ms = 0;                       // this run's backfill, for the rate
     uint64_t run_done = 0;
     int64_t last_progress_ms = 0;
+    uint32_t exists = 0;        // at the last EXAMINE
+    uint64_t modseq_seen = 0;   // HIGHESTMODSEQ at the last EXAMINE (CONDSTORE servers)
+    uint32_t flag_cursor = 0;   // the rolling flag scan's next sequence number (0: from the top)
+    uint64_t flags_run = ~0ull; // the cycle that scanned this folder's flags
   };
 
   void loaded(Result<std::vector<FolderSyncState>> result);
@@ -88,6 +98,8 @@ private:
   void listRange(Folder& f, uint32_t first, bool older);
   void fetchNewer(Folder& f, std::vector<std::pair<uint32_t, uint64_t>> newer);
   void backfill(Folder& f);
+  void scanFlags(Folder& f);
+  void storeFlags(Folder& f, std::vector<SyncStore::FlagUpdate> flags, bool condstore);
   void fetchBatch(Folder& f, std::vector<uint32_t> uids, bool older, std::function<void()> then);
   void submit(Folder& f, SyncCommit commit, std::function<void()> then);
   void folderDone();

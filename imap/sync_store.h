@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace mailgate::imap {
@@ -59,6 +60,12 @@ public:
   virtual void commit(SyncCommit commit, std::function<void(Result<uint64_t>)> done) = 0;
   // The folder's UIDVALIDITY changed from `old_uidvalidity`: stores `fresh` and emits
   // mailbox.reset in the same transaction. Messages of the old UIDVALIDITY are kept.
+  // Flags as the server has them now, for messages already stored: each that differs from the
+  // stored flags is updated and gets a message.updated event; unknown UIDs are ignored. `state`
+  // is stored too (its highest_modseq after a CHANGEDSINCE scan). `done` gets how many changed.
+  using FlagUpdate = std::pair<uint32_t, std::vector<std::string>>;
+  virtual void updateFlags(SyncOwner owner, FolderSyncState state, std::vector<FlagUpdate> flags,
+                           std::function<void(Result<uint64_t>)> done) = 0;
   virtual void reset(SyncOwner owner, FolderSyncState fresh, uint32_t old_uidvalidity,
                      std::function<void(Result<void>)> done) = 0;
 };

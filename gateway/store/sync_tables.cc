@@ -3,6 +3,7 @@
 #include "gateway/store/json_writer.h"
 #include "gateway/store/queue_tables.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 
@@ -27,6 +28,12 @@ constexpr std::string_view kInsertMessage =
     "INSERT OR IGNORE INTO synced_messages (mailbox, folder, uidvalidity, uid, tenant, "
     "message_id, flags, internal_date, size, synced_ms, raw) "
     "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
+
+constexpr std::string_view kSelectFlags =
+    "SELECT id, message_id, flags FROM synced_messages "
+    "WHERE mailbox = ?1 AND folder = ?2 AND uidvalidity = ?3 AND uid = ?4";
+
+constexpr std::string_view kUpdateFlags = "UPDATE synced_messages SET flags = ?2 WHERE id = ?1";
 
 int64_t wallMs() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -83,7 +90,9 @@ std::string progressData(const imap::FolderSyncState& f, double rate) {
   return w.str();
 }
 
-std::string flagsText(const std::vector<std::string>& flags) {
+// Sorted, so that a server listing the same flags in another order changes nothing.
+std::string flagsText(std::vector<std::string> flags) {
+  std::sort(flags.begin(), flags.end());
   std::string out;
   for (const auto& f : flags) {
     if (!out.empty()) {
@@ -212,6 +221,86 @@ void SqliteSyncStore::commit(imap::SyncCommit commit, std::function<void(Result<
           }
         }
         return added;
+      },
+      std::move(done));
+}
+
+void SqliteSyncStore::updateFlags(imap::SyncOwner owner, imap::FolderSyncState state,
+                                  std::vector<FlagUpdate> flags,
+                                  std::function<void(Result<uint64_t>)> done) {
+  auto shared = std::make_shared<std::vector<FlagUpdate>>(std::move(flags));
+  store_.write<uint64_t>(
+      [owner = std::move(owner), state = std::move(state),
+       shared = std::move(shared)](QueueTables& t) -> Result<uint64_t> {
+        if (auto r = upsertFolder(t, owner, state); !r) {
+          return std::unexpected(r.error());
+        }
+        const int64_t now = wallMs();
+        uint64_t changed = 0;
+        for (const auto& [uid, list] : *shared) {
+          const std::string now_flags = flagsText(list);
+          int64_t row_id = 0;
+          std::string message_id, before;
+          {
+            auto st = t.cached(kSelectFlags);
+            if (!st) {
+              return std::unexpected(st.error());
+            }
+            Statement& s = **st;
+            StatementScope scope(s);
+            s.bind(1, owner.mailbox).bind(2, state.role).bind(3, int64_t{state.uidvalidity});
+            s.bind(4, int64_t{uid});
+            auto row = s.step();
+            if (!row) {
+              return std::unexpected(row.error());
+            }
+            if (!*row) {
+              continue; // not synced (yet): its flags come with it
+            }
+            row_id = s.int64(0);
+            message_id = s.text(1);
+            before = s.text(2);
+          }
+          if (before == now_flags) {
+            continue;
+          }
+          auto st = t.cached(kUpdateFlags);
+          if (!st) {
+            return std::unexpected(st.error());
+          }
+          Statement& s = **st;
+          StatementScope scope(s);
+          s.bind(1, row_id).bind(2, now_flags);
+          if (auto r = s.run(); !r) {
+            return std::unexpected(r.error());
+          }
+          JsonWriter w(256);
+          w.beginObject();
+          w.key("message_id").value(message_id);
+          writeFolder(w, state);
+          w.key("uid").value(uid);
+          w.key("uidvalidity").value(state.uidvalidity);
+          w.key("flags").beginArray();
+          for (const auto& f : list) {
+            w.value(f);
+          }
+          w.endArray();
+          w.key("previous_flags").beginArray();
+          for (std::string_view rest = before; !rest.empty();) {
+            const auto space = rest.find(' ');
+            w.value(rest.substr(0, space));
+            rest = space == std::string_view::npos ? std::string_view() : rest.substr(space + 1);
+          }
+          w.endArray();
+          w.endObject();
+          auto ev = t.addEvent(
+              relay::EventRecord{"message.updated", owner.tenant, owner.mailbox, w.str()}, now);
+          if (!ev) {
+            return std::unexpected(ev.error());
+          }
+          ++changed;
+        }
+        return changed;
       },
       std::move(done));
 }

@@ -16,6 +16,9 @@ public:
   void loadFolders(imap::SyncOwner owner,
                    std::function<void(Result<std::vector<imap::FolderSyncState>>)> done) override;
   void commit(imap::SyncCommit commit, std::function<void(Result<uint64_t>)> done) override;
+  void updateFlags(imap::SyncOwner owner, imap::FolderSyncState state,
+                   std::vector<FlagUpdate> flags,
+                   std::function<void(Result<uint64_t>)> done) override;
   void reset(imap::SyncOwner owner, imap::FolderSyncState fresh, uint32_t old_uidvalidity,
              std::function<void(Result<void>)> done) override;
 

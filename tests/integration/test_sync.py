@@ -69,13 +69,17 @@ def gateway_config(sink_port, mailboxes):
 
 
 class SyncTest(unittest.TestCase):
+    """Dovecot with its full capabilities: CONDSTORE, so flag changes come from CHANGEDSINCE."""
+    capabilities = "full"
+
     def setUp(self):
         self.work_cm = mgtest.Workdir()
         self.work = self.work_cm.__enter__()
         self.addCleanup(self.work_cm.__exit__, None, None, None)
         self.sink = mgtest.SmtpSink(self.work, dump=False)
         self.addCleanup(self.sink.stop)
-        self.dc = Dovecot(self.work, users={USER: PASSWORD}).start()
+        self.dc = Dovecot(self.work, users={USER: PASSWORD},
+                          capabilities=self.capabilities).start()
         self.addCleanup(self.dc.stop)
 
     def gateway(self, sync="two_way", name="gw"):
@@ -156,6 +160,31 @@ class SyncTest(unittest.TestCase):
         db.close()
         self.assertEqual(bytes(raw), raw_message(100, "in"))
 
+    def flag_change_is_reported(self, gw):
+        received = self.wait_received(gw, 5)
+        uid = next(e["data"]["uid"] for e in received
+                   if e["data"]["message_id"] == "<in-2@sync.test>")
+        self.assertTrue(mgtest.wait_for(lambda: self.progress(gw)["phase"] == "live", timeout=30))
+        self.dc.doveadm("flags", "add", "-u", USER, "\\Flagged \\Seen", "mailbox", "INBOX",
+                        "uid", str(uid))
+        updated = {}
+
+        def check():
+            updated["ev"] = events(gw, "message.updated")
+            return len(updated["ev"]) >= 1
+        self.assertTrue(mgtest.wait_for(check, timeout=30, interval=0.3), gw.log_text()[-3000:])
+        data = updated["ev"][0]["data"]
+        self.assertEqual(data["message_id"], "<in-2@sync.test>")
+        self.assertEqual(data["uid"], uid)
+        self.assertEqual(sorted(data["flags"]), ["\\Flagged", "\\Seen"])
+        self.assertEqual(data["previous_flags"], [])
+        self.assertEqual(len(updated["ev"]), 1, "one change, one event")
+
+    def test_flag_changes(self):
+        for i in range(5):
+            self.dc.deliver(USER, raw_message(i, "in"))
+        self.flag_change_is_reported(self.gateway())
+
     def test_one_way_and_none_sync_nothing_from_the_mailbox(self):
         for i in range(3):
             self.dc.deliver(USER, raw_message(i, "in"))
@@ -168,6 +197,12 @@ class SyncTest(unittest.TestCase):
                 == "connected", timeout=30))
             self.assertEqual(events(gw, "message.received"), [])
             gw.stop()
+
+
+class SyncM365CapabilitiesTest(SyncTest):
+    """The same against Microsoft 365's capability list: no CONDSTORE, so new mail is found from
+    UIDNEXT and flag changes by the bounded FETCH FLAGS scan."""
+    capabilities = "m365"
 
 
 if __name__ == "__main__":
