@@ -182,6 +182,8 @@ struct Mailbox {
   // imap.sent_folder: the Sent folder's name (UTF-8) when neither its \Sent flag nor a known
   // localized name finds it; empty: none configured.
   std::string imap_sent_folder;
+  // imap.sync_folders: further folders (UTF-8 names) synced as incoming mail with sync: two_way.
+  std::vector<std::string> imap_sync_folders;
   SyncMode sync = SyncMode::kTwoWay; // default one_way for access: graph
 };
 

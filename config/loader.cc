@@ -897,9 +897,9 @@ void readMailbox(Reader& r, const Entry& e, const Microsoft365& m365, Mailbox& m
     mb.imap = m365.imap;
   }
   readUpstream(r, Fields(r, f.get("smtp"), kUpstreamKeys), mb.smtp, false);
-  const Fields imap(
-      r, f.get("imap"),
-      {"host", "port", "tls", "allow_self_signed", "ca_file", "pins", "pool", "sent_folder"});
+  const Fields imap(r, f.get("imap"),
+                    {"host", "port", "tls", "allow_self_signed", "ca_file", "pins", "pool",
+                     "sent_folder", "sync_folders"});
   readUpstream(r, imap, mb.imap, true);
   if (const Entry* sent = imap.get("sent_folder");
       r.str(sent, mb.imap_sent_folder) &&
@@ -908,6 +908,22 @@ void readMailbox(Reader& r, const Entry& e, const Microsoft365& m365, Mailbox& m
          return static_cast<unsigned char>(c) < 0x20 || c == 0x7f;
        }))) {
     r.error(*sent, "must be a folder name of 1 to 1024 bytes without control characters");
+  }
+  if (const Entry* extra = imap.get("sync_folders"); extra != nullptr) {
+    mb.imap_sync_folders = r.strings(extra);
+    for (const auto& name : mb.imap_sync_folders) {
+      const bool bad = name.empty() || name.size() > 1024 || std::ranges::any_of(name, [](char c) {
+                         return static_cast<unsigned char>(c) < 0x20 || c == 0x7f;
+                       });
+      const bool reserved =
+          lowerAscii(name) == "inbox" || lowerAscii(name) == "sent" || lowerAscii(name) == "bcc";
+      if (bad || reserved ||
+          std::count(mb.imap_sync_folders.begin(), mb.imap_sync_folders.end(), name) > 1) {
+        r.error(*extra, "must list distinct folder names of 1 to 1024 bytes without control "
+                        "characters, other than INBOX (always synced), \"sent\" and \"bcc\"");
+        break;
+      }
+    }
   }
   const Fields pool(r, imap.get("pool"), {"max_sessions"});
   // Microsoft 365 refuses logins past about 16-20 concurrent IMAP connections per mailbox, and

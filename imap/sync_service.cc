@@ -38,6 +38,7 @@ void SyncService::apply(const config::Config& config) {
       SyncEngineSettings s;
       s.owner = SyncOwner{tenant.id, mailbox.address};
       s.sent_folder = mailbox.imap_sent_folder;
+      s.extra_folders = mailbox.imap_sync_folders;
       if (tune_) {
         tune_(s);
       }

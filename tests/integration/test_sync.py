@@ -56,7 +56,7 @@ def mailbox_yaml(port, sync="two_way"):
             "        access: custom\n"
             f"        auth: {{method: app_password, password: \"{PASSWORD}\"}}\n"
             f"        imap: {{host: 127.0.0.1, port: {port}, tls: implicit,"
-            " allow_self_signed: true}\n"
+            " allow_self_signed: true, sync_folders: [Archive, Missing]}\n"
             "        smtp: {host: 127.0.0.1, port: 9, tls: none}\n"
             f"        sync: {sync}\n")
 
@@ -115,8 +115,16 @@ class SyncTest(unittest.TestCase):
             self.dc.deliver(USER, raw_message(i, "in"))
         for i in range(7):
             self.dc.deliver(USER, raw_message(i, "sent"), folder="Sent Items")
+        self.dc.doveadm("mailbox", "create", "-u", USER, "Archive")
+        for i in range(3):
+            self.dc.deliver(USER, raw_message(i, "archive"), folder="Archive")
         gw = self.gateway()
-        received = self.wait_received(gw, 47)
+        received = self.wait_received(gw, 50)
+        archived = [e["data"] for e in received if e["data"]["folder_role"] == "Archive"]
+        self.assertEqual(sorted(d["message_id"] for d in archived),
+                         [f"<archive-{i}@sync.test>" for i in range(3)])
+        self.assertEqual({d["direction"] for d in archived}, {"incoming"})
+        received = [e for e in received if e["data"]["folder_role"] != "Archive"]
         ids = [e["data"]["message_id"] for e in received]
         self.assertEqual(len(ids), len(set(ids)), "a message was emitted twice")
         self.assertEqual(set(ids), {f"<in-{i}@sync.test>" for i in range(40)}
@@ -146,13 +154,13 @@ class SyncTest(unittest.TestCase):
         self.assertEqual((by_role["sent"]["done"], by_role["sent"]["total"]), (7, 7))
         self.assertEqual(by_role["inbox"]["percent"], 100)
         done_events = [e for e in events(gw, "sync.progress") if e["data"]["backfill_done"]]
-        self.assertEqual({e["data"]["folder_role"] for e in done_events}, {"inbox", "sent"})
+        self.assertEqual({e["data"]["folder_role"] for e in done_events}, {"inbox", "sent", "Archive"})
 
         # New mail: the IDLE session's push wakes the engine.
         self.dc.deliver(USER, raw_message(100, "in"))
-        received = self.wait_received(gw, 48, timeout=20)
+        received = self.wait_received(gw, 51, timeout=20)
         self.assertEqual(received[-1]["data"]["message_id"], "<in-100@sync.test>")
-        self.assertEqual(len(self.synced_rows(gw)), 48)
+        self.assertEqual(len(self.synced_rows(gw)), 51)
         # The raw text is stored byte for byte.
         db = sqlite3.connect(f"file:{gw.data_dir}/mailgate.db?mode=ro", uri=True)
         raw = db.execute("SELECT raw FROM synced_messages WHERE message_id = ?",
