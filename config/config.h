@@ -185,6 +185,9 @@ struct Mailbox {
   // imap.sync_folders: further folders (UTF-8 names) synced as incoming mail with sync: two_way.
   std::vector<std::string> imap_sync_folders;
   SyncMode sync = SyncMode::kTwoWay; // default one_way for access: graph
+  // Not a file key: set when the mailbox was disconnected through the API (the daemon lays the
+  // stored connections over the file). Its mail waits whatever on_disconnect says.
+  bool held = false;
 };
 
 struct Tenant {

@@ -2,8 +2,10 @@
 
 #include "base/log.h"
 #include "config/loader.h"
+#include "config/values.h"
 #include "gateway/api/api_server.h"
 #include "gateway/api/control_api.h"
+#include "gateway/store/connection_tables.h"
 #include "gateway/store/sqlite_queue_store.h"
 #include "gateway/store/sync_tables.h"
 #include "imap/imap_service.h"
@@ -83,10 +85,47 @@ std::vector<std::string> restartOnly(const config::Config& before, const config:
   return out;
 }
 
+using Connections = std::map<std::string, store::MailboxConnection, std::less<>>; // lower address
+
+// The configuration file with the connections made through the API laid over its mailboxes: a
+// connected mailbox takes the stored credentials, a disconnected one has none and holds its mail.
+// Connections of mailboxes the file no longer has are ignored (kept, in case it comes back).
+std::shared_ptr<const config::Config> withConnections(const config::Config& file,
+                                                      const Connections& connections) {
+  auto out = std::make_shared<config::Config>(file);
+  for (auto& tenant : out->tenants) {
+    for (auto& mb : tenant.mailboxes) {
+      auto it = connections.find(config::lowerAscii(mb.address));
+      if (it == connections.end() || it->second.tenant != tenant.id) {
+        continue;
+      }
+      const auto& c = it->second;
+      if (!c.connected) {
+        mb.auth.reset();
+        mb.held = true;
+        continue;
+      }
+      config::MailboxAuth auth;
+      if (c.method == "oauth2") {
+        auth.method = config::AuthMethod::kOauth2;
+        auth.refresh_token = Secret(c.secret);
+      } else {
+        auth.method = config::AuthMethod::kAppPassword;
+        auth.password = Secret(c.secret);
+      }
+      mb.auth = std::move(auth);
+      mb.held = false;
+    }
+  }
+  return out;
+}
+
 } // namespace
 
 struct Daemon::Impl {
-  std::shared_ptr<const config::Config> config;
+  std::shared_ptr<const config::Config> config; // the file's, with `connections` laid over it
+  std::shared_ptr<const config::Config> file_config;
+  Connections connections;
   // The configuration the components were built with: they keep references into it until the
   // first reload gives each its own shared copy.
   std::shared_ptr<const config::Config> first_config;
@@ -107,6 +146,9 @@ struct Daemon::Impl {
 
   void onTerminate();
   Result<api::ReloadReport> reload();
+  // Applies `next` (the file's configuration with the connections laid over it) everywhere.
+  Result<api::ReloadReport> apply(std::shared_ptr<const config::Config> next, std::string_view why);
+  void connect(api::ConnectRequest request, std::function<void(Result<api::ConnectOutcome>)> done);
   api::GatewayFigures figures() const;
   void finish();
 };
@@ -117,11 +159,10 @@ Daemon::~Daemon() = default;
 
 Result<std::unique_ptr<Daemon>> Daemon::create(config::Config config, std::string config_path) {
   auto impl = std::make_unique<Impl>();
-  impl->config = std::make_shared<const config::Config>(std::move(config));
-  impl->first_config = impl->config;
+  impl->file_config = std::make_shared<const config::Config>(std::move(config));
   impl->config_path = std::move(config_path);
   impl->started_ms = wallClockMs();
-  const config::Config& cfg = *impl->first_config;
+  const config::Config& file = *impl->file_config;
 
   auto loop = net::Loop::create();
   if (!loop) {
@@ -131,14 +172,26 @@ Result<std::unique_ptr<Daemon>> Daemon::create(config::Config config, std::strin
   net::Loop* loop_ptr = impl->loop.get();
 
   store::SqliteStoreOptions store_options;
-  store_options.data_dir = cfg.node.data_dir;
-  store_options.batch_max = cfg.queue.commit_batch_max;
+  store_options.data_dir = file.node.data_dir;
+  store_options.batch_max = file.queue.commit_batch_max;
   store_options.post = [loop_ptr](std::function<void()> fn) { loop_ptr->post(std::move(fn)); };
   auto store = store::openSqliteQueueStore(std::move(store_options));
   if (!store) {
     return std::unexpected(store.error());
   }
   impl->store = std::move(*store);
+
+  auto connections = store::loadConnections(*impl->store);
+  if (!connections) {
+    return std::unexpected(connections.error());
+  }
+  for (auto& c : *connections) {
+    std::string key = config::lowerAscii(c.mailbox);
+    impl->connections.emplace(std::move(key), std::move(c));
+  }
+  impl->config = withConnections(file, impl->connections);
+  impl->first_config = impl->config;
+  const config::Config& cfg = *impl->first_config;
 
   auto recovered = impl->store->recover(wallClockMs());
   if (!recovered) {
@@ -179,6 +232,10 @@ Result<std::unique_ptr<Daemon>> Daemon::create(config::Config config, std::strin
   deps.figures = [raw] { return raw->figures(); };
   deps.imap_status = [raw](std::string_view address, imap::MailboxImapStatus& out) {
     return raw->imap && raw->imap->status(address, out);
+  };
+  deps.connect = [raw](api::ConnectRequest request,
+                       std::function<void(Result<api::ConnectOutcome>)> done) {
+    raw->connect(std::move(request), std::move(done));
   };
   deps.sync_status = [raw](std::string_view address, imap::MailboxSyncStatus& out) {
     return raw->sync && raw->sync->status(address, out);
@@ -281,9 +338,52 @@ Result<api::ReloadReport> Daemon::Impl::reload() {
     return std::unexpected(Error(fresh.error().code, fresh.error().message,
                                  "fix the file and reload again; nothing was changed"));
   }
-  auto next = std::make_shared<const config::Config>(std::move(*fresh));
+  auto next_file = std::make_shared<const config::Config>(std::move(*fresh));
+  auto report = apply(withConnections(*next_file, connections), config_path);
+  if (report) {
+    file_config = std::move(next_file);
+  }
+  return report;
+}
+
+void Daemon::Impl::connect(api::ConnectRequest request,
+                           std::function<void(Result<api::ConnectOutcome>)> done) {
+  if (draining) {
+    done(std::unexpected(
+        Error("api.draining", "the gateway is shutting down", "connect again once it is back")));
+    return;
+  }
+  store::MailboxConnection c;
+  c.mailbox = request.address;
+  c.tenant = request.tenant;
+  c.connected = request.connect;
+  c.method = request.method;
+  c.secret = request.secret.reveal();
+  c.actor = request.actor;
+  c.updated_ms = wallClockMs();
+  std::string key = config::lowerAscii(c.mailbox);
+  store::saveConnection(
+      *store, c, request.keep_synced,
+      [this, key = std::move(key), c, done = std::move(done)](Result<uint64_t> r) mutable {
+        if (!r) {
+          done(std::unexpected(r.error()));
+          return;
+        }
+        // Stored: from now on every start and reload lays it over the file.
+        connections.insert_or_assign(key, std::move(c));
+        if (auto applied = apply(withConnections(*file_config, connections), "connection");
+            !applied) {
+          log->error("a mailbox connection was stored but could not be applied: {}",
+                     applied.error().describe());
+        }
+        done(api::ConnectOutcome{*r});
+      });
+}
+
+Result<api::ReloadReport> Daemon::Impl::apply(std::shared_ptr<const config::Config> next,
+                                              std::string_view why) {
   api::ReloadReport report;
-  report.file = config_path;
+  report.file = std::string(why);
   report.restart_required = restartOnly(*config, *next);
   const auto take = [&report](const relay::ReloadReport& part) {
     report.applied.insert(report.applied.end(), part.applied.begin(), part.applied.end());
@@ -298,7 +398,7 @@ Result<api::ReloadReport> Daemon::Impl::reload() {
   // and then nothing has changed anywhere.
   auto delivered = delivery->reconfigure(next);
   if (!delivered) {
-    log->error("reload: {} not applied: {}", config_path, delivered.error().describe());
+    log->error("reload: {} not applied: {}", why, delivered.error().describe());
     return std::unexpected(Error(delivered.error().code, delivered.error().message,
                                  delivered.error().hint.empty()
                                      ? std::string("fix the file and reload again; nothing was "
@@ -329,7 +429,7 @@ Result<api::ReloadReport> Daemon::Impl::reload() {
   config = next;
   // Every component now holds the configuration it uses itself.
   first_config.reset();
-  log->info("reload: {} applied ({}){}", config_path, fmt::join(report.applied, "; "),
+  log->info("reload: {} applied ({}){}", why, fmt::join(report.applied, "; "),
             report.restart_required.empty()
                 ? std::string()
                 : fmt::format("; needs a restart: {}", fmt::join(report.restart_required, ", ")));

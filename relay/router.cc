@@ -116,6 +116,11 @@ struct NoRoute {
   std::string hint;
 };
 std::optional<NoRoute> noRouteReason(const config::Mailbox& m) {
+  if (m.held) {
+    return NoRoute{"the mailbox was disconnected through the API",
+                   "POST /v1/mailboxes/{address}/connect connects it again; its mail waits "
+                   "until then"};
+  }
   if (m.access == config::Access::kGraph) {
     return NoRoute{"the mailbox has access: graph (no SMTP AUTH)",
                    "its mail goes through the tenant's relays"};
@@ -141,7 +146,7 @@ bool sameUpstream(const config::Upstream& a, const config::Upstream& b) {
 }
 
 bool sameCredentials(const config::Mailbox& a, const config::Mailbox& b) {
-  if (a.access != b.access || a.auth.has_value() != b.auth.has_value()) {
+  if (a.access != b.access || a.held != b.held || a.auth.has_value() != b.auth.has_value()) {
     return false;
   }
   return !a.auth ||
@@ -558,7 +563,8 @@ RouteDecision Router::decide(const QueuedMessage& msg, int64_t now_ms,
     return viaRelays(msg, *mb, true, mb->until_ms, now_ms, relay_usable, mb->reason);
   case RouteState::kDisconnected:
   case RouteState::kUnconfigured:
-    if (pinned_m365 || mb->tenant->on_disconnect == config::OnDisconnect::kHold) {
+    if (pinned_m365 || mb->tenant->on_disconnect == config::OnDisconnect::kHold ||
+        mb->mailbox->held) {
       RouteDecision d;
       d.kind = RouteDecision::Kind::kWait;
       d.until_ms = mb->state == RouteState::kDisconnected && mb->until_ms > now_ms

@@ -66,6 +66,9 @@ void ControlApi::State::addRoutes() {
   add("GET", "/v1/mailboxes/{address}", true, Permission::kRead, &State::getMailbox);
   add("POST", "/v1/mailboxes/{address}/failover", true, Permission::kOperate, &State::postFailover);
   add("POST", "/v1/mailboxes/{address}/failback", true, Permission::kOperate, &State::postFailback);
+  add("POST", "/v1/mailboxes/{address}/connect", true, Permission::kConnect, &State::postConnect);
+  add("POST", "/v1/mailboxes/{address}/disconnect", true, Permission::kConnect,
+      &State::postDisconnect);
   add("POST", "/v1/messages", true, Permission::kSubmit, &State::postMessage);
   add("GET", "/v1/messages/{id}", true, Permission::kRead, &State::getMessage);
   add("POST", "/v1/messages/{id}/retry", true, Permission::kOperate, &State::postRetry);

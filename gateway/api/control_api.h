@@ -9,6 +9,7 @@
 #pragma once
 
 #include "base/error.h"
+#include "base/secret.h"
 #include "config/config.h"
 #include "gateway/api/api_server.h"
 #include "gateway/api/http_exchange.h"
@@ -41,6 +42,20 @@ struct ReloadReport {
   std::vector<std::string> restart_required; // keys that changed but only apply at a restart
 };
 
+// POST /v1/mailboxes/{address}/connect and .../disconnect, as the daemon carries them out.
+struct ConnectRequest {
+  std::string address; // the primary address as configured
+  std::string tenant;
+  bool connect = true;
+  std::string method;      // "app_password" or "oauth2" (connect only)
+  Secret secret;           // the App Password or refresh token (connect only)
+  bool keep_synced = true; // disconnect only
+  std::string actor;
+};
+struct ConnectOutcome {
+  uint64_t synced_messages_deleted = 0; // disconnect with keep_synced=false
+};
+
 // Live figures of the other components, for /v1/status and /metrics.
 struct GatewayFigures {
   std::size_t smtp_sessions = 0;
@@ -70,6 +85,9 @@ struct ControlApiDeps {
   // The sync side of a mailbox (sync: two_way with an IMAP pool), the same way: true after
   // filling `out`; null or false: "sync_progress" is null.
   std::function<bool(std::string_view address, imap::MailboxSyncStatus& out)> sync_status;
+  // Stores the connection durably, then applies it (sessions open or close, held mail waits or
+  // goes); `done` runs on the loop thread once stored. Null: the endpoints answer 503.
+  std::function<void(ConnectRequest, std::function<void(Result<ConnectOutcome>)>)> connect;
   std::string version;
 };
 

@@ -126,6 +126,9 @@ struct ControlApi::State : std::enable_shared_from_this<ControlApi::State> {
   void getMailbox(const CallPtr& call);
   void postFailover(const CallPtr& call);
   void postFailback(const CallPtr& call);
+  void postConnect(const CallPtr& call);    // control_connect.cc
+  void postDisconnect(const CallPtr& call); // control_connect.cc
+  void runConnect(const CallPtr& call, ConnectRequest request);
   // 404 (and false) unless `address` is a mailbox the call may see; fills `status`.
   bool mailboxVisible(const CallPtr& call, const std::string& address,
                       relay::MailboxStatus* status);

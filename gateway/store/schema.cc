@@ -208,6 +208,21 @@ CREATE INDEX synced_by_message_id ON synced_messages (mailbox, message_id);
 CREATE INDEX messages_writeback_pending ON messages (mailbox COLLATE NOCASE, id)
   WHERE writeback = 'pending';
 )sql"},
+    Migration{5, "mailbox connections made through the API", R"sql(
+-- POST /v1/mailboxes/{address}/connect and .../disconnect: what the API said last about a
+-- mailbox, laid over the configuration file's mailboxes[] at start and on every reload
+-- (docs/api.md, "Connecting a mailbox"). `secret` is the App Password or refresh token given to
+-- connect (the database file is 0600: it holds mail too); empty once disconnected.
+CREATE TABLE mailbox_connections (
+  mailbox    TEXT PRIMARY KEY COLLATE NOCASE,
+  tenant     TEXT NOT NULL,
+  state      TEXT NOT NULL CHECK (state IN ('connected', 'disconnected')),
+  method     TEXT NOT NULL,
+  secret     TEXT NOT NULL,
+  actor      TEXT NOT NULL,
+  updated_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+)sql"},
 };
 
 Result<int> currentVersion(SqliteDb& db) {

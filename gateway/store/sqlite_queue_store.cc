@@ -145,10 +145,11 @@ void SqliteQueueStore::submitRead(std::function<void(Result<T>)> done, Work work
   push(std::move(op));
 }
 
-void SqliteQueueStore::submitErased(ErasedWork w, bool read_only) {
+void SqliteQueueStore::submitErased(ErasedWork w, bool read_only, bool direct) {
   auto work = [fn = std::move(w.work)](QueueTables& t) { return fn(t); };
   auto op = std::make_unique<TypedOp<void, decltype(work)>>(std::move(work), std::move(w.done));
   op->read_only = read_only;
+  op->direct = direct;
   push(std::move(op));
 }
 

@@ -42,6 +42,7 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <future>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -176,6 +177,17 @@ public:
     submitErased(erase<T>(std::move(work), std::move(done)), true);
   }
 
+  // read() for start-up: blocks the caller until the storage thread has run `work` (as
+  // recover() does); never call it on the loop thread once the loop runs.
+  template <typename T> Result<T> readNow(std::function<Result<T>(QueueTables&)> work) {
+    std::promise<Result<T>> promise;
+    auto future = promise.get_future();
+    submitErased(erase<T>(std::move(work),
+                          [&promise](Result<T> r) { promise.set_value(std::move(r)); }),
+                 true, /*direct=*/true);
+    return future.get();
+  }
+
   // Changes the size cap at run time (0: none), e.g. on config reload.
   void setMaxDbBytes(uint64_t bytes, std::function<void(Result<void>)> done);
 
@@ -241,7 +253,7 @@ private:
                         }
                       }};
   }
-  void submitErased(ErasedWork w, bool read_only);
+  void submitErased(ErasedWork w, bool read_only, bool direct = false);
 
   template <typename T, typename Work>
   void submit(std::function<void(Result<T>)> done, Work work, bool direct = false);

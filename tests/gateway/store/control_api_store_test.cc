@@ -371,7 +371,7 @@ TEST_F(ControlApiStoreTest, ADatabaseFromSchemaVersion2IsMigrated) {
   auto store = open();
   ASSERT_TRUE(store);
   RawDb raw(dbFile());
-  EXPECT_EQ(raw.scalar("SELECT group_concat(version) FROM schema_migrations"), "1,2,3,4");
+  EXPECT_EQ(raw.scalar("SELECT group_concat(version) FROM schema_migrations"), "1,2,3,4,5");
   EXPECT_EQ(raw.scalar("SELECT group_concat(name) FROM (SELECT name FROM sqlite_master WHERE "
                        "type = 'index' AND name LIKE 'messages_by_%' ORDER BY name)"),
             "messages_by_mailbox,messages_by_route,messages_by_state,messages_by_tenant");

@@ -103,12 +103,12 @@ TEST_F(FeatureTablesTest, AFailingWorkUndoesOnlyItselfAndReportsItsError) {
   EXPECT_EQ(raw.scalar("SELECT group_concat(webhook) FROM webhook_cursors"), "kept");
 }
 
-TEST_F(FeatureTablesTest, TheSchemaHasTheTablesOfVersion4) {
+TEST_F(FeatureTablesTest, TheSchemaHasTheFeatureTables) {
   auto store = open();
   ASSERT_TRUE(store);
   store.reset();
   testing::RawDb raw(dbFile());
-  EXPECT_EQ(raw.scalar("SELECT max(version) FROM schema_migrations"), "4");
+  EXPECT_EQ(raw.scalar("SELECT max(version) FROM schema_migrations"), "5");
   for (const char* table : {"webhook_cursors", "sync_folders", "synced_messages"}) {
     EXPECT_EQ(
         raw.scalar(std::string("SELECT count(*) FROM sqlite_master WHERE name = '") + table + "'"),

@@ -611,7 +611,7 @@ TEST_F(RoutingStateTest, ADatabaseFromSchemaVersion1IsMigrated) {
   auto store = open();
   ASSERT_TRUE(store);
   RawDb raw(dbFile());
-  EXPECT_EQ(raw.scalar("SELECT group_concat(version) FROM schema_migrations"), "1,2,3,4");
+  EXPECT_EQ(raw.scalar("SELECT group_concat(version) FROM schema_migrations"), "1,2,3,4,5");
 
   const std::string id = "01OLDMESSAGE00000000000000";
   auto old = get(*store, id);
