@@ -176,6 +176,10 @@ public:
     submitErased(erase<T>(std::move(work), std::move(done)), true);
   }
 
+  // How long enqueueIdempotent remembers a key (SqliteStoreOptions::idempotency_ttl), for work
+  // given to write() that calls QueueTables::enqueueIdempotent.
+  [[nodiscard]] int64_t idempotencyTtlMs() const { return idempotency_ttl_ms_; }
+
   // Changes the size cap at run time (0: none), e.g. on config reload.
   void setMaxDbBytes(uint64_t bytes, std::function<void(Result<void>)> done);
 
