@@ -40,15 +40,15 @@ std::string localHostname(const config::Config& config) {
 
 } // namespace
 
-Result<std::unique_ptr<SubmissionServer>> SubmissionServer::create(net::Loop& loop,
-                                                                   const config::Config& config,
-                                                                   QueueStore& store,
-                                                                   AcceptedFn accepted) {
+Result<std::unique_ptr<SubmissionServer>>
+SubmissionServer::create(net::Loop& loop, const config::Config& config, QueueStore& store,
+                         AcceptedFn accepted, BccIngest* bcc) {
   auto state = std::make_shared<State>();
   state->ctx = std::make_shared<SubmissionContext>();
   SubmissionContext& ctx = *state->ctx;
   ctx.loop = &loop;
   ctx.store = &store;
+  ctx.bcc = bcc;
   ctx.config = &config;
   ctx.hostname = localHostname(config);
   ctx.accepted = std::move(accepted);
