@@ -203,6 +203,15 @@ Result<ReloadReport> SubmissionServer::reconfigure(std::shared_ptr<const config:
                     old.tenants.size()));
   }
 
+  const bool same_bcc =
+      std::equal(old.tenants.begin(), old.tenants.end(), next->tenants.begin(), next->tenants.end(),
+                 [](const config::Tenant& x, const config::Tenant& y) {
+                   return x.id == y.id && x.bcc_address == y.bcc_address;
+                 });
+  if (!same_bcc) {
+    say("tenants[].bcc_address: BCC ingestion applies the new addresses from the next message");
+  }
+
   // Swap. The previous configuration and directory stay alive until this returns; sessions keep
   // no pointer into them across a loop turn.
   const std::shared_ptr<const config::Config> previous = std::move(ctx.config_owner);

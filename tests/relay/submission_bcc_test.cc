@@ -187,5 +187,22 @@ TEST_F(SubmissionBccTest, WithoutAHookABccMessageIsRefusedForNow) {
   EXPECT_EQ(loop.call([&] { return accepted.size(); }), 0U);
 }
 
+TEST_F(SubmissionBccTest, AReloadThatRemovesTheBccAddressMakesItAnOrdinaryRecipient) {
+  start();
+  config::Config next = bccConfig();
+  next.tenants[0].bcc_address.clear();
+  auto shared = std::make_shared<const config::Config>(std::move(next));
+  auto report = loop.call([&] { return server->reconfigure(shared); });
+  ASSERT_TRUE(report.has_value());
+  EXPECT_TRUE(std::any_of(report->applied.begin(), report->applied.end(),
+                          [](const auto& l) { return l.starts_with("tenants[].bcc_address"); }));
+  Client c(port);
+  begin(c, kRep, {kBcc});
+  EXPECT_TRUE(c.reply().starts_with("250 2.0.0 Ok: queued as "));
+  EXPECT_EQ(seen(), 0U);
+  ASSERT_TRUE(loop.eventually([&] { return accepted.size() == 1; }));
+  EXPECT_EQ(loop.call([&] { return accepted.front().recipients.front().address; }), kBcc);
+}
+
 } // namespace
 } // namespace mailgate::relay::test
