@@ -4,6 +4,7 @@
 #include "config/loader.h"
 #include "config/values.h"
 #include "gateway/api/api_server.h"
+#include "gateway/api/bcc_ingest.h"
 #include "gateway/api/control_api.h"
 #include "gateway/store/connection_tables.h"
 #include "gateway/store/sqlite_queue_store.h"
@@ -133,6 +134,8 @@ struct Daemon::Impl {
   std::shared_ptr<spdlog::logger> log = logger("main");
   net::LoopPtr loop;
   std::unique_ptr<store::SqliteQueueStore> store;
+  // BCC ingestion for the SMTP side (the API calls the store itself); uses `store`.
+  std::unique_ptr<api::BccIngestor> bcc;
   std::unique_ptr<relay::DeliveryEngine> delivery;
   std::unique_ptr<imap::ImapService> imap;
   std::unique_ptr<store::SqliteSyncStore> sync_store;
@@ -206,7 +209,9 @@ Result<std::unique_ptr<Daemon>> Daemon::create(config::Config config, std::strin
 
   relay::DeliveryEngine* engine = impl->delivery.get();
   auto accepted = [engine](relay::QueuedMessage msg) { engine->schedule(std::move(msg)); };
-  auto smtp = relay::SubmissionServer::create(*impl->loop, cfg, *impl->store, accepted);
+  impl->bcc = std::make_unique<api::BccIngestor>(*impl->store);
+  auto smtp =
+      relay::SubmissionServer::create(*impl->loop, cfg, *impl->store, accepted, impl->bcc.get());
   if (!smtp) {
     return std::unexpected(smtp.error());
   }

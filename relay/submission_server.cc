@@ -40,15 +40,15 @@ std::string localHostname(const config::Config& config) {
 
 } // namespace
 
-Result<std::unique_ptr<SubmissionServer>> SubmissionServer::create(net::Loop& loop,
-                                                                   const config::Config& config,
-                                                                   QueueStore& store,
-                                                                   AcceptedFn accepted) {
+Result<std::unique_ptr<SubmissionServer>>
+SubmissionServer::create(net::Loop& loop, const config::Config& config, QueueStore& store,
+                         AcceptedFn accepted, BccIngest* bcc) {
   auto state = std::make_shared<State>();
   state->ctx = std::make_shared<SubmissionContext>();
   SubmissionContext& ctx = *state->ctx;
   ctx.loop = &loop;
   ctx.store = &store;
+  ctx.bcc = bcc;
   ctx.config = &config;
   ctx.hostname = localHostname(config);
   ctx.accepted = std::move(accepted);
@@ -201,6 +201,15 @@ Result<ReloadReport> SubmissionServer::reconfigure(std::shared_ptr<const config:
     say(fmt::format("sender directory: {} address(es) of {} tenant(s) (was {} of {})",
                     directorySize(*next), next->tenants.size(), directorySize(old),
                     old.tenants.size()));
+  }
+
+  const bool same_bcc =
+      std::equal(old.tenants.begin(), old.tenants.end(), next->tenants.begin(), next->tenants.end(),
+                 [](const config::Tenant& x, const config::Tenant& y) {
+                   return x.id == y.id && x.bcc_address == y.bcc_address;
+                 });
+  if (!same_bcc) {
+    say("tenants[].bcc_address: BCC ingestion applies the new addresses from the next message");
   }
 
   // Swap. The previous configuration and directory stay alive until this returns; sessions keep

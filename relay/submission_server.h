@@ -8,6 +8,7 @@
 
 #include "base/error.h"
 #include "config/config.h"
+#include "relay/bcc_ingest.h"
 #include "relay/queue_store.h"
 #include "relay/reload_report.h"
 
@@ -29,9 +30,13 @@ public:
 
   // Binds listeners.smtp.address and loads its TLS certificate. `config` must stay alive until
   // the server is destroyed or reconfigure() has replaced it. Errors: "net.listen",
-  // "tls.config".
-  static Result<std::unique_ptr<SubmissionServer>>
-  create(net::Loop& loop, const config::Config& config, QueueStore& store, AcceptedFn accepted);
+  // "tls.config". `bcc` (may be null; then must outlive the server) takes the messages that
+  // have a tenant's bcc_address among their recipients (docs/bcc.md); without it such a
+  // message is refused with 451 4.3.0.
+  static Result<std::unique_ptr<SubmissionServer>> create(net::Loop& loop,
+                                                          const config::Config& config,
+                                                          QueueStore& store, AcceptedFn accepted,
+                                                          BccIngest* bcc = nullptr);
   ~SubmissionServer();
   SubmissionServer(const SubmissionServer&) = delete;
   SubmissionServer& operator=(const SubmissionServer&) = delete;

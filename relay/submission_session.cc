@@ -417,6 +417,27 @@ void SubmissionSession::handle(smtp::ServerSession::Message& request) {
   msg.now_ms = now;
   msg.expires_at_ms = now + ctx_->config->queue.lifetime.count();
 
+  if (ctx_->directory) {
+    // In tenant mode the envelope sender and From are the same mailbox (applyPolicy checked).
+    auto plan = policy::planBcc(*ctx_->config, *ctx_->directory, msg.recipients, msg.mail_from);
+    if (plan.any()) {
+      if (plan.refused()) {
+        const std::string text = policy::bccRefusalText(msg.mail_from, plan.skipped.front().tenant);
+        ctx_->log->warn("[c{}] message refused: 550 5.7.1 {}", id_, text);
+        session_.messageResult(550, "5.7.1", text);
+        return;
+      }
+      if (ctx_->bcc == nullptr) {
+        ctx_->log->error("[c{}] message refused: no BCC ingestion in this server", id_);
+        session_.messageResult(451, "4.3.0", "BCC ingestion is not available, try again later");
+        return;
+      }
+      msg.recipients = std::move(plan.relay);
+      submitBcc(BccSubmission{std::move(msg), std::move(plan.copies), std::move(plan.skipped)});
+      return;
+    }
+  }
+
   // What the delivery side needs to schedule it; the id is filled in once the store gave one.
   QueuedMessage queued = queuedFrom(msg, {});
 
@@ -453,6 +474,69 @@ void SubmissionSession::handle(smtp::ServerSession::Message& request) {
     }
     // Delivery learns of the message even when its client has gone meanwhile: it is committed.
     if (ctx->accepted) {
+      ctx->accepted(std::move(queued));
+    }
+  });
+}
+
+void SubmissionSession::submitBcc(BccSubmission submission) {
+  QueuedMessage queued = queuedFrom(submission.message, {});
+  std::string note;
+  if (!submission.skipped.empty()) {
+    // Accepted for the rest; the reply still says which copy was not made.
+    note = " (" +
+           policy::bccRefusalText(submission.message.mail_from, submission.skipped.front().tenant) +
+           "; that copy was skipped)";
+  }
+  const size_t copies = submission.copies.size();
+  std::weak_ptr<SubmissionSession> weak = weak_from_this();
+  std::weak_ptr<SubmissionContext> weak_ctx = ctx_;
+  const uint64_t conn_id = id_;
+  ctx_->bcc->submit(std::move(submission), [weak, weak_ctx, conn_id, copies,
+                                            queued = std::move(queued),
+                                            note = std::move(note)](Result<BccReceipt> r) mutable {
+    auto ctx = weak_ctx.lock();
+    if (!ctx) {
+      return; // the server is gone; what was committed stays committed
+    }
+    auto self = weak.lock();
+    const bool answer = self && !self->done_;
+    if (!r) {
+      ctx->log->error("[c{}] message not accepted (BCC ingestion): {}", conn_id,
+                      r.error().describe());
+      if (answer) {
+        if (r.error().code == "store.full") {
+          self->session_.messageResult(452, "4.3.1",
+                                       "Insufficient system storage, try again later");
+        } else {
+          self->session_.messageResult(
+              451, "4.3.0", "Temporary local problem storing the message, try again later");
+        }
+        self->pump();
+      }
+      return;
+    }
+    std::string text;
+    if (!r->queue_id.empty()) {
+      text = "Ok: queued as " + r->queue_id;
+      if (copies > 0) {
+        text += ", BCC copy ingested";
+      }
+    } else {
+      text = "Ok: BCC copy ingested";
+      if (!r->uids.empty()) {
+        text += " as uid " + std::to_string(r->uids.front());
+      }
+    }
+    text += note;
+    ctx->log->info("[c{}] {} from=<{}> rcpts={} bcc_copies={} size={}", conn_id, text,
+                   queued.mail_from, queued.recipients.size(), copies, queued.size);
+    if (answer) {
+      self->session_.messageResult(250, "2.0.0", text);
+      self->pump();
+    }
+    if (!r->queue_id.empty() && ctx->accepted) {
+      queued.id = r->queue_id;
       ctx->accepted(std::move(queued));
     }
   });

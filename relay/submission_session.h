@@ -6,6 +6,7 @@
 #include "config/config.h"
 #include "net/connection.h"
 #include "net/timer.h"
+#include "relay/bcc_ingest.h"
 #include "relay/policy/sender_directory.h"
 #include "relay/queue_store.h"
 #include "relay/smtp/protocol/server_session.h"
@@ -27,6 +28,7 @@ namespace mailgate::relay {
 struct SubmissionContext {
   net::Loop* loop = nullptr;
   QueueStore* store = nullptr;
+  BccIngest* bcc = nullptr; // null: a message to a bcc_address is refused (451 4.3.0)
   const config::Config* config = nullptr;
   // Keeps `config` alive once a reload supplied it (null while it is create()'s).
   std::shared_ptr<const config::Config> config_owner;
@@ -76,6 +78,8 @@ private:
   bool applyPolicy(smtp::ServerSession::Message& request, NewMessage& msg);
   // Whether `identity` (the session's) is still accepted under the current configuration.
   [[nodiscard]] bool identityValid(std::string_view identity) const;
+  // The BCC path (docs/bcc.md): `msg` is complete, its recipients still every RCPT.
+  void submitBcc(BccSubmission submission);
   void handle(smtp::ServerSession::Close& request);
   void armTimer();
   void finish();

@@ -11,6 +11,7 @@
 #include "gateway/message/submission.h"
 #include "gateway/store/json_writer.h"
 #include "gateway/store/message_queries.h"
+#include "relay/bcc_ingest.h"
 #include "relay/delivery_engine.h"
 #include "relay/policy/sender_directory.h"
 
@@ -160,6 +161,10 @@ struct ControlApi::State : std::enable_shared_from_this<ControlApi::State> {
   void postMessage(const CallPtr& call);
   void submitComposed(const CallPtr& call, std::optional<store::IdempotencyKey> key,
                       Result<message::SubmittedMessage> composed);
+  // A submission with a bcc_address among its recipients (docs/bcc.md): queued and ingested in
+  // one commit, answered 202 after it.
+  void submitBcc(const CallPtr& call, std::optional<store::IdempotencyKey> key,
+                 relay::BccSubmission submission);
   // Who may send as whom, for the current configuration (rebuilt on reconfigure).
   std::shared_ptr<const Directory> directory;
   static void writeMailbox(store::JsonWriter& w, const Directory& dir,

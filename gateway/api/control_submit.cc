@@ -2,11 +2,13 @@
 // sender is resolved to a mailbox within the token's tenants, the message is committed durably
 // (with its Idempotency-Key in the same transaction), answered 202, and handed to delivery.
 #include "config/values.h"
+#include "gateway/api/bcc_ingest.h"
 #include "gateway/api/control_state.h"
 #include "gateway/message/submission.h"
 #include "gateway/store/message_queries.h"
 #include "net/digest.h"
 #include "net/loop.h"
+#include "relay/policy/bcc_plan.h"
 #include "relay/policy/sender_directory.h"
 
 #include <fmt/format.h>
@@ -185,6 +187,22 @@ void ControlApi::State::submitComposed(const CallPtr& call,
   msg.now_ms = call->now_ms;
   msg.expires_at_ms = call->now_ms + call->config->queue.lifetime.count();
 
+  auto plan = relay::policy::planBcc(*dir->config, *dir->senders, msg.recipients, m.from);
+  if (plan.any()) {
+    if (plan.refused()) {
+      replyError(call, 422, "message.bcc_unknown_sender",
+                 relay::policy::bccRefusalText(m.from, plan.skipped.front().tenant),
+                 "send from a mailbox or alias of the tenant whose bcc_address you use, or leave "
+                 "that address out");
+      return;
+    }
+    msg.recipients = std::move(plan.relay);
+    submitBcc(
+        call, std::move(key),
+        relay::BccSubmission{std::move(msg), std::move(plan.copies), std::move(plan.skipped)});
+    return;
+  }
+
   // What delivery needs; the id is filled in once the store gave one (as the SMTP path does).
   relay::QueuedMessage queued = relay::queuedFrom(msg, {});
 
@@ -238,6 +256,75 @@ void ControlApi::State::submitComposed(const CallPtr& call,
                         }
                         finish(store::EnqueueOutcome{*id, false, {}}, std::move(queued));
                       });
+}
+
+void ControlApi::State::submitBcc(const CallPtr& call, std::optional<store::IdempotencyKey> key,
+                                  relay::BccSubmission submission) {
+  relay::QueuedMessage queued = relay::queuedFrom(submission.message, {});
+  // What the answer lists, kept apart: the submission moves into the store.
+  std::vector<std::string> mailboxes;
+  for (const auto& c : submission.copies) {
+    mailboxes.push_back(c.mailbox);
+  }
+  nlohmann::json skipped = nlohmann::json::array();
+  for (const auto& k : submission.skipped) {
+    skipped.push_back(
+        {{"address", k.address},
+         {"reason", relay::policy::bccRefusalText(submission.message.mail_from, k.tenant)}});
+  }
+  std::weak_ptr<State> weak = weak_from_this();
+  ingestBcc(
+      *deps.store, std::move(submission), std::move(key),
+      [weak, call, queued = std::move(queued), mailboxes = std::move(mailboxes),
+       skipped = std::move(skipped)](Result<store::BccOutcome> r) mutable {
+        auto self = weak.lock();
+        if (!self) {
+          return;
+        }
+        if (!r) {
+          if (r.error().code == "store.idempotency_mismatch") {
+            self->replyError(call, 422, "idempotency.mismatch", r.error().message, r.error().hint);
+          } else {
+            self->replyFailure(call, r.error());
+          }
+          return;
+        }
+        if (r->replayed) {
+          const auto& first = r->first;
+          self->log->info("{} replayed Idempotency-Key for {}", call->actor(), first.id);
+          self->replyJson(
+              call, 202,
+              acceptedJson(first.id, first.message_id, first.tenant, first.mailbox,
+                           first.recipients.size()),
+              {{"location", "/v1/messages/" + first.id}, {"idempotent-replayed", "true"}});
+          return;
+        }
+        const std::string& id = r->receipt.queue_id;
+        nlohmann::json ingested = nlohmann::json::array();
+        for (size_t i = 0; i < mailboxes.size() && i < r->receipt.uids.size(); ++i) {
+          ingested.push_back(
+              {{"mailbox", mailboxes[i]}, {"folder", "bcc"}, {"uid", r->receipt.uids[i]}});
+        }
+        nlohmann::json body = acceptedJson(id, queued.message_id, queued.tenant, queued.mailbox,
+                                           queued.recipients.size());
+        if (id.empty()) {
+          body["id"] = nullptr;
+          body["state"] = "ingested";
+        }
+        body["bcc"] = {{"ingested", std::move(ingested)}, {"skipped", std::move(skipped)}};
+        self->log->info("{} {} from=<{}> rcpts={} bcc_copies={} size={}", call->actor(),
+                        id.empty() ? std::string("ingested (BCC only)") : "queued " + id,
+                        queued.mail_from, queued.recipients.size(), mailboxes.size(), queued.size);
+        if (id.empty()) {
+          self->replyJson(call, 202, body, {});
+          return;
+        }
+        self->replyJson(call, 202, body, {{"location", "/v1/messages/" + id}});
+        queued.id = id;
+        if (self->deps.accepted) {
+          self->deps.accepted(std::move(queued));
+        }
+      });
 }
 
 } // namespace mailgate::api

@@ -182,11 +182,14 @@ public:
   template <typename T> Result<T> readNow(std::function<Result<T>(QueueTables&)> work) {
     std::promise<Result<T>> promise;
     auto future = promise.get_future();
-    submitErased(erase<T>(std::move(work),
-                          [&promise](Result<T> r) { promise.set_value(std::move(r)); }),
-                 true, /*direct=*/true);
+    submitErased(
+        erase<T>(std::move(work), [&promise](Result<T> r) { promise.set_value(std::move(r)); }),
+        true, /*direct=*/true);
     return future.get();
   }
+  // How long enqueueIdempotent remembers a key (SqliteStoreOptions::idempotency_ttl), for work
+  // given to write() that calls QueueTables::enqueueIdempotent.
+  [[nodiscard]] int64_t idempotencyTtlMs() const { return idempotency_ttl_ms_; }
 
   // Changes the size cap at run time (0: none), e.g. on config reload.
   void setMaxDbBytes(uint64_t bytes, std::function<void(Result<void>)> done);
