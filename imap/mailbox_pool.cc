@@ -387,6 +387,9 @@ void MailboxPool::prepareIdle(Lease::Slot& slot) {
       return;
     }
     raw->phase = Phase::kIdling;
+    if (watching_) {
+      watching_(); // nobody watched INBOX until now: mail may have come meanwhile
+    }
     raw->session->idle([this, id, alive](Result<void> ended) {
       auto* raw = alive.expired() ? nullptr : slotById(id);
       if (!raw || raw->dead) {

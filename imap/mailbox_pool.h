@@ -137,6 +137,9 @@ public:
 
   // Untagged data the IDLE session received (new mail, expunges, flag changes).
   void setPushHandler(PushHandler handler) { push_ = std::move(handler); }
+  // Called each time a session starts watching INBOX (the first one, or one that replaces a
+  // session the server ended): mail may have come while none watched.
+  void setWatchHandler(std::function<void()> handler) { watching_ = std::move(handler); }
 
   void statusInto(MailboxImapStatus& out) const;
   [[nodiscard]] const PoolSettings& settings() const { return settings_; }
@@ -183,6 +186,7 @@ private:
   std::vector<std::unique_ptr<Lease::Slot>> slots_;
   std::deque<std::shared_ptr<LeaseRequest::Waiter>> waiters_;
   PushHandler push_;
+  std::function<void()> watching_;
   net::Backoff reconnect_;
   net::TimerPtr retry_;                      // the next attempt after a failure or a pause
   net::TimerPtr sweep_;                      // closes lingering sessions

@@ -19,6 +19,7 @@ void SyncService::remove(std::map<std::string, Entry, std::less<>>::iterator it)
   it->second.engine->stop();
   if (imap_.pool(it->first) == it->second.pool) {
     it->second.pool->setPushHandler({});
+    it->second.pool->setWatchHandler({});
   }
   engines_.erase(it);
 }
@@ -68,6 +69,7 @@ void SyncService::apply(const config::Config& config) {
     e.engine = std::make_unique<SyncEngine>(loop_, *e.pool, store_, want.first);
     SyncEngine* engine = e.engine.get();
     e.pool->setPushHandler([engine](const protocol::UntaggedData&) { engine->poke(); });
+    e.pool->setWatchHandler([engine] { engine->poke(); });
     engine->start();
     engines_.emplace(key, std::move(e));
   }

@@ -215,6 +215,18 @@ TEST_F(PoolTest, ADroppedServerIsReconnectedWithBackoff) {
   EXPECT_EQ(status().last_error_code, "imap.closed");
 }
 
+TEST_F(PoolTest, EachSessionThatStartsWatchingCallsTheWatchHandler) {
+  // Mail that came while no session watched is found: the handler runs for the first watcher
+  // and again for the one that replaces a dropped session.
+  pool = std::make_unique<MailboxPool>(*loop, settings(), nullptr);
+  int watching = 0;
+  pool->setWatchHandler([&] { ++watching; });
+  pool->start();
+  ASSERT_TRUE(loop.run({{[&] { return idling() && watching == 1; }, [&] { server.dropAll(); }},
+                        {[&] { return status().logins == 2 && idling(); }, {}}}));
+  EXPECT_EQ(watching, 2);
+}
+
 TEST_F(PoolTest, TheTenantBudgetCapsSessionsAcrossMailboxes) {
   SessionBudget budget(1);
   pool = std::make_unique<MailboxPool>(*loop, settings(), &budget);

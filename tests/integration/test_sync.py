@@ -207,6 +207,51 @@ class SyncTest(unittest.TestCase):
             gw.stop()
 
 
+    def test_uidvalidity_reset_syncs_the_folder_again(self):
+        self.dc.fill(USER, "INBOX", 30, seed=1)
+        gw = self.gateway()
+        first = self.wait_received(gw, 30)
+        old = {e["data"]["uidvalidity"] for e in first if e["data"]["folder_role"] == "inbox"}
+        self.assertEqual(len(old), 1)
+        self.assertTrue(mgtest.wait_for(lambda: self.progress(gw)["phase"] == "live", timeout=30))
+        was, now = self.dc.reset_uidvalidity(USER, "INBOX")
+        self.assertEqual(old, {was})
+        # New mail wakes the engine at once (without it, the periodic check finds the change).
+        self.dc.fill(USER, "INBOX", 1, seed=1, start=30)
+        received = self.wait_received(gw, 30 + 31)
+        resets = events(gw, "mailbox.reset")
+        self.assertEqual(len(resets), 1, resets)
+        data = resets[0]["data"]
+        self.assertEqual((data["folder"], data["folder_role"], data["old_uidvalidity"],
+                          data["uidvalidity"]), ("INBOX", "inbox", was, now))
+        again = [e["data"] for e in received[30:]]
+        self.assertEqual({d["uidvalidity"] for d in again}, {now})
+        self.assertEqual(sorted(d["message_id"] for d in again),
+                         sorted(f"<fill-1-{i}@fill.test>" for i in range(31)))
+        # The rows of the old UIDVALIDITY stay; the folder's progress starts over and completes.
+        self.assertEqual(len(self.synced_rows(gw)), 61)
+        self.assertTrue(mgtest.wait_for(lambda: self.progress(gw)["phase"] == "live", timeout=30))
+        inbox = next(f for f in self.progress(gw)["folders"] if f["role"] == "inbox")
+        self.assertEqual((inbox["uidvalidity"], inbox["done"], inbox["total"]), (now, 31, 31))
+
+    def test_restart_in_the_middle_of_the_backfill_emits_each_message_once(self):
+        ids = set(self.dc.fill(USER, "INBOX", 3000, size=4096, seed=2))
+        ids |= set(self.dc.fill(USER, "Sent Items", 500, size=4096, seed=3))
+        gw = self.gateway()
+        # Stopped with a part of the backfill stored: SIGKILL, the harshest stop.
+        self.assertTrue(mgtest.wait_for(lambda: 250 <= len(self.synced_rows(gw)), timeout=60,
+                                        interval=0.05), gw.log_text()[-3000:])
+        gw.kill9()
+        before = len(self.synced_rows(gw))
+        self.assertLess(before, len(ids), "the backfill ended before the restart; use more mail")
+        gw.start()
+        mgtest.wait_port("127.0.0.1", gw.api_port, proc=gw.proc)
+        received = self.wait_received(gw, len(ids), timeout=120)
+        got = [e["data"]["message_id"] for e in received]
+        self.assertEqual(len(got), len(set(got)), "a message was emitted twice")
+        self.assertEqual(set(got), ids)
+        self.assertEqual(len(self.synced_rows(gw)), len(ids))
+
 class SyncM365CapabilitiesTest(SyncTest):
     """The same against Microsoft 365's capability list: no CONDSTORE, so new mail is found from
     UIDNEXT and flag changes by the bounded FETCH FLAGS scan."""
