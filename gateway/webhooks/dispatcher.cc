@@ -95,6 +95,7 @@ struct Dispatcher::State : std::enable_shared_from_this<Dispatcher::State> {
       return;
     }
     std::map<std::string, std::shared_ptr<Hook>, std::less<>> next;
+    bool fresh = false;
     for (const auto& w : configured) {
       if (next.contains(w.url)) {
         log->warn("webhook {} is configured twice; the first entry is used", redactUrl(w.url));
@@ -115,9 +116,11 @@ struct Dispatcher::State : std::enable_shared_from_this<Dispatcher::State> {
         cursor = s->second;
         resumed = true;
       } else {
-        // No replay of history: a new endpoint gets what happens from now on. The cursor is
-        // written at the next persist, so a restart resumes here rather than at a later "now".
+        // No replay of history: a new endpoint gets what happens from now on. Its cursor is
+        // written below, queued ahead of every write that could add a later event, so that even
+        // a crash right after resumes here rather than at a later "now".
         cursor = store.lastEventSeq();
+        fresh = true;
       }
       auto h = std::make_shared<Hook>(w, cursor, options.window);
       log->info("webhook {}: {} at event seq {}", h->log_url, resumed ? "resumes" : "starts",
@@ -131,6 +134,9 @@ struct Dispatcher::State : std::enable_shared_from_this<Dispatcher::State> {
       }
     }
     hooks = std::move(next); // dropping a Hook cancels its requests and retries
+    if (fresh) {
+      persist(nullptr);
+    }
     for (auto& [url, h] : hooks) {
       pump(h);
     }
