@@ -319,6 +319,9 @@ api::GatewayFigures Daemon::Impl::figures() const {
   }
   f.draining = draining;
   f.started_ms = started_ms;
+  for (const auto& h : webhooks ? webhooks->status() : std::vector<webhooks::WebhookStatus>{}) {
+    f.webhooks.push_back({h.url, h.delivered, h.failed, h.backlog});
+  }
   return f;
 }
 
