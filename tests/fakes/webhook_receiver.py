@@ -10,6 +10,8 @@ all, its connections closed) and come back later on the same port:
     rx = WebhookReceiver(secret="whsec-1").start()   # free port, kept across restarts
     rx.url                                            # http://127.0.0.1:PORT/hook
     rx.set_status(503); rx.set_status(200)
+    rx.set_delay(0.2)                                 # answer each request that much later
+    rx.max_concurrent                                 # most requests open at once so far
     rx.stop(); rx.start()                             # down, then back on the same port
     rx.requests(); rx.acknowledged()                  # lists of Record, oldest first
     rx.acknowledged_ids()                             # event ids answered 2xx, in order
@@ -21,6 +23,7 @@ import hmac
 import json
 import socket
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -60,6 +63,9 @@ class WebhookReceiver:
         self._lock = threading.Lock()
         self._records = []
         self._status = 200
+        self._delay = 0.0
+        self._open = 0
+        self.max_concurrent = 0
         self._server = None
         self._thread = None
 
@@ -74,6 +80,10 @@ class WebhookReceiver:
         with self._lock:
             self._status = status
 
+    def set_delay(self, seconds):
+        with self._lock:
+            self._delay = seconds
+
     def start(self):
         if self._server is not None:
             return self
@@ -81,8 +91,21 @@ class WebhookReceiver:
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):  # noqa: N802 (http.server's naming)
+                with receiver._lock:
+                    receiver._open += 1
+                    receiver.max_concurrent = max(receiver.max_concurrent, receiver._open)
+                    delay = receiver._delay
+                try:
+                    self._answer(delay)
+                finally:
+                    with receiver._lock:
+                        receiver._open -= 1
+
+            def _answer(self, delay):
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
+                if delay:
+                    time.sleep(delay)
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 expected = "sha256=" + hmac.new(receiver.secret, body, hashlib.sha256).hexdigest()
                 valid = hmac.compare_digest(expected,
