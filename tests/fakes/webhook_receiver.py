@@ -119,11 +119,14 @@ class WebhookReceiver:
                     receiver._records.append(Record(self.command, self.path, headers, body,
                                                     status, valid, parsed))
                 answer = b"ok\n" if 200 <= status < 300 else b"not now\n"
-                self.send_response(status)
-                self.send_header("Content-Type", "text/plain")
-                self.send_header("Content-Length", str(len(answer)))
-                self.end_headers()
-                self.wfile.write(answer)
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "text/plain")
+                    self.send_header("Content-Length", str(len(answer)))
+                    self.end_headers()
+                    self.wfile.write(answer)
+                except OSError:
+                    pass  # the client gave up (timeout, cancelled at stop): recorded all the same
 
             do_PUT = do_POST
 

@@ -317,6 +317,28 @@ class WebhookTest(unittest.TestCase):
         self.assertFalse(again, f"redelivered after the restart: {sorted(again)[:5]}")
         self.assert_exactly_once(rx)
 
+    def test_sigterm_sends_the_events_of_the_drain_but_does_not_wait_for_a_dead_endpoint(self):
+        self.sink.stop()
+        self.sink = SmtpSink(self.tmp, extra_args=["-w", "3"])  # a delivery still in flight
+        live = self.receiver("whsec-live")
+        dead = self.receiver("whsec-dead")
+        dead.set_status(503)
+        self.start([hook_yaml(dead.url, "whsec-dead"), hook_yaml(live.url, "whsec-live")])
+        self.submit("t0")
+
+        def queued():
+            return [r for r in live.acknowledged() if r.json["type"] == "message.queued"]
+        self.assertTrue(wait_for(queued, timeout=30))
+        self.assertTrue(wait_for(dead.requests, timeout=30))
+        self.assertEqual(self.gw.terminate(60), 0)
+        sent = [r for r in live.acknowledged() if r.json["type"] == "message.sent"
+                and r.json["data"].get("message_id") == "<wh-t0@example.test>"]
+        self.assertEqual(len(sent), 1, self.gw.log_text()[-3000:])
+        # It stopped because every endpoint was caught up or failing, not at the grace period.
+        self.assertIn("webhooks drained: every webhook caught up or is failing",
+                      self.gw.log_text())
+        self.assertFalse(dead.acknowledged())
+
     def test_reload_adds_a_hook_at_now_and_keeps_the_others(self):
         old = self.receiver("whsec-old")
         self.start([hook_yaml(old.url, "whsec-old")])
