@@ -11,6 +11,7 @@ all, its connections closed) and come back later on the same port:
     rx.url                                            # http://127.0.0.1:PORT/hook
     rx.set_status(503); rx.set_status(200)
     rx.set_delay(0.2)                                 # answer each request that much later
+    rx.set_failing_types({"message.sending"}, 503)    # that status for those X-Mailgate-Event
     rx.max_concurrent                                 # most requests open at once so far
     rx.stop(); rx.start()                             # down, then back on the same port
     rx.requests(); rx.acknowledged()                  # lists of Record, oldest first
@@ -64,6 +65,8 @@ class WebhookReceiver:
         self._records = []
         self._status = 200
         self._delay = 0.0
+        self._failing_types = set()
+        self._failing_status = 503
         self._open = 0
         self.max_concurrent = 0
         self._server = None
@@ -79,6 +82,12 @@ class WebhookReceiver:
     def set_status(self, status):
         with self._lock:
             self._status = status
+
+    def set_failing_types(self, types, status=503):
+        """Answers `status` to events of these types (whatever set_status says); empty: none."""
+        with self._lock:
+            self._failing_types = set(types or ())
+            self._failing_status = status
 
     def set_delay(self, seconds):
         with self._lock:
@@ -116,6 +125,8 @@ class WebhookReceiver:
                     parsed = None
                 with receiver._lock:
                     status = receiver._status
+                    if headers.get("x-mailgate-event") in receiver._failing_types:
+                        status = receiver._failing_status
                     receiver._records.append(Record(self.command, self.path, headers, body,
                                                     status, valid, parsed))
                 answer = b"ok\n" if 200 <= status < 300 else b"not now\n"

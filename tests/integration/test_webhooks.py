@@ -115,14 +115,31 @@ class WebhookTest(unittest.TestCase):
             refused = c.sendmail(sender, ["prospect@example.test"], message(tag, sender))
             self.assertEqual(refused, {})
 
-    def feed(self):
-        """Every event of the outbox, as GET /v1/events serves it."""
+    def feed(self, with_seq=False):
+        """Every event of the outbox, as GET /v1/events serves it; with_seq: (seq, event)."""
         r = subprocess.run(["curl", "-s", "--max-time", "20", "-N", "-H",
                             f"Authorization: Bearer {READER}",
                             self.base + "/v1/events?after=0&follow=false"],
                            capture_output=True, text=True, timeout=30)
         self.assertEqual(r.returncode, 0, r.stderr)
-        return [json.loads(l[6:]) for l in r.stdout.splitlines() if l.startswith("data: ")]
+        out, seq = [], None
+        for line in r.stdout.splitlines():
+            if line.startswith("id: "):
+                seq = int(line[4:])
+            elif line.startswith("data: "):
+                event = json.loads(line[6:])
+                out.append((seq, event) if with_seq else event)
+        return out
+
+    def cursor(self, url):
+        db = sqlite3.connect(f"file:{self.gw.data_dir / 'mailgate.db'}?mode=ro", uri=True,
+                             timeout=10)
+        try:
+            row = db.execute("SELECT seq FROM webhook_cursors WHERE webhook = ?",
+                             (url,)).fetchone()
+        finally:
+            db.close()
+        return row[0] if row else None
 
     def metrics(self):
         r = subprocess.run(["curl", "-s", "--max-time", "20", "-H",
@@ -198,6 +215,32 @@ class WebhookTest(unittest.TestCase):
         self.assertLessEqual(rx.max_concurrent, 8)
         self.assertGreater(rx.max_concurrent, 1, "requests were not sent side by side")
         self.assert_exactly_once(rx)
+
+    def test_the_cursor_stops_below_the_oldest_unacknowledged_event(self):
+        rx = self.receiver("whsec-cursor")
+        rx.set_failing_types({"message.sending"})
+        self.start([hook_yaml(rx.url, "whsec-cursor")])
+        tags = ["g0", "g1"]
+        for t in tags:
+            self.submit(t)
+        self.sent_ids(tags)
+        events = self.feed(with_seq=True)
+        sent = [e["id"] for _, e in events if e["type"] == "message.sent"]
+        # Later events get through while the earlier message.sending ones are being retried...
+        self.wait_acknowledged(rx, sent)
+        first_failing = min(s for s, e in events if e["type"] == "message.sending")
+        self.assertFalse(set(rx.acknowledged_ids()) & {e["id"] for _, e in events
+                                                        if e["type"] == "message.sending"})
+        # ...but the stored cursor stays just below the oldest of those.
+        self.assertTrue(wait_for(lambda: self.cursor(rx.url) == first_failing - 1),
+                        (self.cursor(rx.url), first_failing))
+        rx.set_failing_types(())
+        self.wait_acknowledged(rx, [e["id"] for _, e in events])
+        last = max(s for s, _ in self.feed(with_seq=True))
+        self.assertTrue(wait_for(lambda: (self.cursor(rx.url) or 0) >= last),
+                        (self.cursor(rx.url), last))
+        acked = rx.acknowledged_ids()
+        self.assertEqual(len(acked), len(set(acked)))
 
     def test_a_crash_loses_nothing(self):
         rx = self.receiver("whsec-crash")
