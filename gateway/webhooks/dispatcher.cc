@@ -51,6 +51,7 @@ struct Hook {
   std::deque<store::StoredEvent> buffer; // read from the store, not yet skipped or opened
   int64_t fetched;                       // the highest seq read from the store (or skipped past)
   bool reading = false;                  // a listEvents call is out
+  bool read_failing = false;             // the last listEvents failed (logged once)
   std::map<int64_t, std::unique_ptr<Attempt>> attempts; // the open events of `window`
   uint64_t delivered = 0;
   uint64_t failed = 0;
@@ -174,10 +175,17 @@ struct Dispatcher::State : std::enable_shared_from_this<Dispatcher::State> {
       return;
     }
     if (!r) {
-      // The next poll tries again.
-      log->warn("webhook {}: reading events after seq {} failed: {}", h->log_url, h->fetched,
-                r.error().describe());
+      // The next poll tries again; one line per outage, not one per poll.
+      if (!h->read_failing) {
+        log->warn("webhook {}: reading events after seq {} failed: {}; retrying", h->log_url,
+                  h->fetched, r.error().describe());
+      }
+      h->read_failing = true;
       return;
+    }
+    if (h->read_failing) {
+      log->info("webhook {}: reading events works again", h->log_url);
+      h->read_failing = false;
     }
     for (auto& e : *r) {
       if (e.seq > h->fetched) {

@@ -406,6 +406,34 @@ class WebhookTest(unittest.TestCase):
         self.assert_exactly_once(old)
         self.assert_exactly_once(new)
 
+    def reload(self, hooks, expect):
+        text = config_yaml(self.sink.port, hooks)
+        self.gw.config_path.write_text(text.format(
+            data_dir=self.gw.data_dir, smtp_port=self.gw.smtp_port, api_port=self.gw.api_port,
+            workdir=self.gw.workdir))
+        self.gw.proc.send_signal(signal.SIGHUP)
+        self.assertTrue(wait_for(lambda: self.gw.log_text().count(expect) >= 1),
+                        self.gw.log_text()[-2000:])
+
+    def test_a_hook_removed_and_configured_again_resumes_where_it_stopped(self):
+        keep = self.receiver("whsec-keep")
+        away = self.receiver("whsec-away")
+        both = [hook_yaml(keep.url, "whsec-keep"), hook_yaml(away.url, "whsec-away")]
+        self.start(both)
+        self.submit("h0")
+        first = self.sent_ids(["h0"])
+        self.wait_acknowledged(away, [e["id"] for e in first])
+        self.reload([hook_yaml(keep.url, "whsec-keep")], f"webhook {away.url}: removed")
+        self.submit("h1")
+        events = self.sent_ids(["h0", "h1"])
+        self.wait_acknowledged(keep, [e["id"] for e in events])
+        self.assertEqual(len(away.requests()), len(first), "a removed hook was still sent to")
+        self.reload(both, f"webhook {away.url}: resumes")
+        # What happened while it was gone comes now, and what it had does not come again.
+        self.wait_acknowledged(away, [e["id"] for e in events])
+        self.assert_exactly_once(away)
+        self.assert_exactly_once(keep)
+
 
 if __name__ == "__main__":
     unittest.main()
