@@ -9,8 +9,10 @@
 #include "gateway/store/connection_tables.h"
 #include "gateway/store/sqlite_queue_store.h"
 #include "gateway/store/sync_tables.h"
+#include "gateway/webhooks/dispatcher.h"
 #include "imap/imap_service.h"
 #include "imap/sync_service.h"
+#include "net/http_client.h"
 #include "net/loop.h"
 #include "net/timer.h"
 #include "relay/delivery_engine.h"
@@ -34,6 +36,9 @@ namespace {
 // it, whatever is still sending is left `sending` in the store and goes out again after the next
 // start (at-least-once; docs/queue.md).
 constexpr std::chrono::seconds kDrainDeadline{60};
+// How long SIGTERM lets webhooks catch up with the events of the drain; a failing endpoint is
+// not waited for (its cursor is written and it resumes after the next start).
+constexpr std::chrono::seconds kWebhookDrainGrace{10};
 
 int64_t wallClockMs() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -143,6 +148,8 @@ struct Daemon::Impl {
   std::unique_ptr<relay::SubmissionServer> smtp;
   std::unique_ptr<api::ControlApi> control;
   std::unique_ptr<api::ApiServer> api;
+  net::HttpClientPtr http;          // outbound HTTP on the loop (webhooks)
+  webhooks::DispatcherPtr webhooks; // uses `http` and `store`
   net::TimerPtr drain_deadline;
   bool draining = false;
   int64_t started_ms = 0;
@@ -227,6 +234,21 @@ Result<std::unique_ptr<Daemon>> Daemon::create(config::Config config, std::strin
   impl->sync = std::make_unique<imap::SyncService>(*impl->loop, *impl->imap, *impl->sync_store);
   impl->sync->apply(cfg);
 
+  auto http = net::HttpClient::create(*impl->loop);
+  if (!http) {
+    return std::unexpected(http.error());
+  }
+  impl->http = std::move(*http);
+  webhooks::DispatcherOptions webhook_options;
+  webhook_options.version = MAILGATE_VERSION;
+  auto hooks =
+      webhooks::Dispatcher::create(*impl->loop, *impl->http, *impl->store, webhook_options);
+  if (!hooks) {
+    return std::unexpected(hooks.error());
+  }
+  impl->webhooks = std::move(*hooks);
+  impl->webhooks->apply(cfg.webhooks);
+
   Impl* raw = impl.get();
   api::ControlApiDeps deps;
   deps.loop = impl->loop.get();
@@ -297,6 +319,9 @@ api::GatewayFigures Daemon::Impl::figures() const {
   }
   f.draining = draining;
   f.started_ms = started_ms;
+  for (const auto& h : webhooks ? webhooks->status() : std::vector<webhooks::WebhookStatus>{}) {
+    f.webhooks.push_back({h.url, h.delivered, h.failed, h.backlog});
+  }
   return f;
 }
 
@@ -326,7 +351,7 @@ void Daemon::Impl::onTerminate() {
       sync->stop();
       imap->stop([this] {
         log->info("IMAP sessions logged out");
-        finish();
+        webhooks->drain(kWebhookDrainGrace, [this] { finish(); });
       });
     });
   };
@@ -430,6 +455,8 @@ Result<api::ReloadReport> Daemon::Impl::apply(std::shared_ptr<const config::Conf
   sync->apply(*next);
   report.applied.push_back(
       fmt::format("imap: {} mailbox pool(s), {} syncing", imap->poolCount(), sync->engineCount()));
+  webhooks->apply(next->webhooks);
+  report.applied.push_back(fmt::format("webhooks: {}", next->webhooks.size()));
   control->reconfigure(next);
   config = next;
   // Every component now holds the configuration it uses itself.
@@ -450,6 +477,9 @@ void Daemon::Impl::finish() {
   sync.reset();
   imap.reset();
   sync_store.reset();
+  // Queues the write of the webhook cursors; the store commits it before it closes.
+  webhooks.reset();
+  http.reset();
   // Completes every store operation still queued; their completions run in one more loop turn.
   store.reset();
   loop->stop();

@@ -57,8 +57,17 @@ struct ConnectOutcome {
 };
 
 // Live figures of the other components, for /v1/status and /metrics.
+// One configured webhook's delivery counters (gateway/webhooks), for /metrics.
+struct WebhookFigures {
+  std::string url; // as logged: without userinfo, query or fragment
+  uint64_t delivered = 0;
+  uint64_t failed_attempts = 0;
+  int64_t backlog = 0; // events after its cursor
+};
+
 struct GatewayFigures {
   std::size_t smtp_sessions = 0;
+  std::vector<WebhookFigures> webhooks;
   ApiServerStats api;
   store::StoreStats store;
   bool draining = false;

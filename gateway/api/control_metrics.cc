@@ -53,6 +53,23 @@ void ControlApi::State::getMetrics(const CallPtr& call) {
       const std::string code = std::to_string(status);
       w.sample("mailgate_api_requests_total", {{"status", code}}, static_cast<double>(n));
     }
+    w.family("mailgate_webhook_delivered_total", "counter",
+             "Events a webhook acknowledged (2xx) since start, by webhook url.");
+    for (const auto& h : f.webhooks) {
+      w.sample("mailgate_webhook_delivered_total", {{"url", h.url}},
+               static_cast<double>(h.delivered));
+    }
+    w.family("mailgate_webhook_failed_attempts_total", "counter",
+             "Webhook requests that failed (non-2xx or transport error; each is retried).");
+    for (const auto& h : f.webhooks) {
+      w.sample("mailgate_webhook_failed_attempts_total", {{"url", h.url}},
+               static_cast<double>(h.failed_attempts));
+    }
+    w.family("mailgate_webhook_backlog", "gauge",
+             "Outbox events after a webhook's cursor (not yet known delivered or skipped).");
+    for (const auto& h : f.webhooks) {
+      w.sample("mailgate_webhook_backlog", {{"url", h.url}}, static_cast<double>(h.backlog));
+    }
     w.family("mailgate_up", "gauge", "1 while mailgated serves; 0 while it drains.");
     w.sample("mailgate_up", self->draining ? 0.0 : 1.0);
     HttpResponse r;
